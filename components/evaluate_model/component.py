@@ -1,0 +1,51 @@
+"""KFP shell of ``evaluate_model``: test metrics, dashboard charts and the blessing gate."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from kfp_tabular.components._image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def evaluate_model(
+    model: Input[Model],
+    test_data: Input[Dataset],
+    metrics: Output[Metrics],
+    classification_metrics: Output[ClassificationMetrics],
+    report: Output[HTML],
+    thresholds: str = "",
+    baseline_metrics: str = "",
+) -> NamedTuple("Blessing", [("blessed", bool), ("reason", str)]):
+    """Score the model on the test split and decide whether it is good enough to ship ("blessed").
+
+    Args:
+        model: Predictor folder from ``train_autogluon``.
+        test_data: Held-out test split from ``ingest_data``.
+        metrics: Test metrics. Classification: accuracy, balanced_accuracy, log_loss, f1_macro, roc_auc
+            (binary). Regression: rmse, mae, r2.
+        classification_metrics: Confusion matrix (and ROC curve for binary) drawn by the dashboard.
+        report: Self-contained HTML report.
+        thresholds: Optional JSON of minimum (or, for error metrics, maximum) values, e.g. ``{"accuracy": 0.9}``.
+        baseline_metrics: Optional JSON metrics of the model in production; the new model must not be worse on
+            any metric named in ``thresholds`` (or on the primary metric when no thresholds are given).
+
+    Returns:
+        blessed: True when every threshold holds and the model is not worse than the baseline.
+        reason: One line saying why.
+    """
+    from collections import namedtuple
+    from pathlib import Path
+
+    from kfp_tabular.components.evaluate_model.core import EvaluateConfig, evaluate
+
+    result = evaluate(Path(model.path), Path(test_data.path), EvaluateConfig(thresholds, baseline_metrics),
+                      Path(report.path))
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+    if result.confusion_matrix is not None:
+        classification_metrics.log_confusion_matrix(result.class_names, result.confusion_matrix)
+    if result.roc_curve is not None:
+        classification_metrics.log_roc_curve(*result.roc_curve)
+    return namedtuple("Blessing", ["blessed", "reason"])(result.blessed, result.reason)

@@ -1,0 +1,54 @@
+"""A short terminal summary of a local run: data, leaderboard, test metrics, blessing, export, explanation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kfp_tabular.pipelines.local_run import LocalRun, TaskOutputs, step_wall_times
+
+
+def _first_lines(path: Path, count: int) -> list[str]:
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return lines[:count]
+
+
+def _metrics_line(task: TaskOutputs, output: str, names: list[str] | None = None) -> str:
+    values = task.metadata(output)
+    keys = names or sorted(values)
+    return " · ".join(f"{k} {values[k]:.4g}" for k in keys if isinstance(values.get(k), int | float))
+
+
+def summarize(run: LocalRun) -> str:
+    """Render the run as a few readable blocks of text."""
+    tasks = run.tasks
+    out = [f"Run folder: {run.folder}"]
+    if "ingest-data" in tasks:
+        headline = _first_lines(tasks["ingest-data"].path("profile"), 2)
+        out += ["", "DATA", *(f"  {line.lstrip('# ')}" for line in headline)]
+    if "train-autogluon" in tasks:
+        out += ["", "LEADERBOARD (top 3)"]
+        out += [f"  {line}" for line in _first_lines(tasks["train-autogluon"].path("leaderboard"), 6)]
+    if "evaluate-model" in tasks:
+        evaluate = tasks["evaluate-model"]
+        blessed = evaluate.parameters.get("blessed")
+        out += ["", "TEST METRICS", f"  {_metrics_line(evaluate, 'metrics')}"]
+        out += ["", f"BLESSED: {'yes' if blessed else 'no'} — {evaluate.parameters.get('reason', '')}"]
+    if "export-savedmodel" in tasks:
+        export = tasks["export-savedmodel"]
+        out += ["", "EXPORT", f"  SavedModel: {export.path('savedmodel')}"]
+        out += [f"  parity: {_metrics_line(export, 'parity_metrics')}"]
+    elif "evaluate-model" in tasks:
+        out += ["", "EXPORT skipped: the model was not blessed."]
+    if "explain-shap" in tasks:
+        out += ["", "EXPLANATION"]
+        out += [f"  {line}" for line in _first_lines(tasks["explain-shap"].path("summary"), 3)]
+    out += ["", "ARTIFACTS"]
+    for name, task in sorted(tasks.items()):
+        for output, artifact in sorted(task.artifacts.items()):
+            if Path(artifact["path"]).exists():
+                out.append(f"  {name}/{output}: {artifact['path']}")
+    times = step_wall_times(run)
+    out += ["", f"WALL TIME {run.wall_time_s:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())]
+    return "\n".join(out)

@@ -1,0 +1,118 @@
+"""The ``tabular-training`` pipeline: ingest → train → evaluate (→ blessed? → export), explain beside evaluate.
+
+The pipeline only composes: every Kubernetes concern (the S3 Secret, CPU and memory) is attached here, never in
+the components, so the same components run unchanged through ``kfp.local``.
+"""
+
+from kfp import dsl, kubernetes
+
+from kfp_tabular.components import evaluate_model, explain_shap, export_savedmodel, ingest_data, train_autogluon
+
+PIPELINE_NAME = "tabular-training"
+
+# Keys of the Kubernetes Secret that holds the S3 / MinIO connection, mapped to the environment variables the
+# ingestion core reads. Credentials never travel as pipeline parameters: those are public in KFP.
+S3_SECRET_KEYS = {
+    "S3_ENDPOINT": "S3_ENDPOINT",
+    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+}
+
+
+def _resources(task: dsl.PipelineTask, cpu: str, memory: str) -> dsl.PipelineTask:
+    """Request and cap CPU and memory (ignored, with a warning, by kfp.local)."""
+    return task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Table to blessed, explained TensorFlow SavedModel: ingest, AutoGluon, evaluate, SHAP, export.",
+)
+def tabular_training(
+    source_uri: str = "builtin://penguins",
+    label: str = "species",
+    problem_type: str = "auto",
+    file_format: str = "auto",
+    eval_metric: str = "auto",
+    presets: str = "deployable",
+    time_limit_s: int = 120,
+    hyperparameters: str = "",
+    seed: int = 0,
+    thresholds: str = "",
+    baseline_metrics: str = "",
+    explain_method: str = "auto",
+    explain_background_size: int = 100,
+    explain_max_rows: int = 500,
+    refit_ensemble: bool = False,
+    s3_secret_name: str = "kfp-tabular-s3",
+):
+    """Train, evaluate, explain and (when blessed) export an AutoGluon model for a table.
+
+    Args:
+        source_uri: Table location: ``s3://bucket/key``, a path on a mounted volume, or ``builtin://penguins``.
+        label: Column to predict.
+        problem_type: ``auto``, ``binary``, ``multiclass`` or ``regression``.
+        file_format: ``auto`` (by extension), ``csv``, ``parquet`` or ``jsonl``.
+        eval_metric: AutoGluon metric name or ``auto``.
+        presets: ``deployable`` (exports exactly to TensorFlow) or an AutoGluon preset.
+        time_limit_s: Training budget in seconds.
+        hyperparameters: Optional AutoGluon hyperparameters as JSON.
+        seed: Seed of the split and the fit.
+        thresholds: JSON minimum metrics for blessing, e.g. ``{"accuracy": 0.9}``.
+        baseline_metrics: JSON metrics of the model in production; the new one must not be worse.
+        explain_method: ``auto``, ``exact_tree``, ``permutation`` or ``kernel``.
+        explain_background_size: Background rows sampled from the train split for SHAP.
+        explain_max_rows: Test rows explained.
+        refit_ensemble: Export a weighted ensemble refitted over exportable models only.
+        s3_secret_name: Kubernetes Secret with ``S3_ENDPOINT``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``.
+    """
+    ingest = ingest_data(
+        source_uri=source_uri,
+        label=label,
+        problem_type=problem_type,
+        file_format=file_format,
+        seed=seed,
+    )
+    # optional=True: builtin:// and volume paths need no Secret; s3:// without it fails with a clear message.
+    kubernetes.use_secret_as_env(ingest, secret_name=s3_secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
+    _resources(ingest, "1", "2Gi")
+
+    train = train_autogluon(
+        train_data=ingest.outputs["train_data"],
+        validation_data=ingest.outputs["validation_data"],
+        label=label,
+        problem_type=problem_type,
+        eval_metric=eval_metric,
+        presets=presets,
+        time_limit_s=time_limit_s,
+        hyperparameters=hyperparameters,
+        seed=seed,
+    )
+    _resources(train, "4", "16Gi")
+
+    evaluate = evaluate_model(
+        model=train.outputs["model"],
+        test_data=ingest.outputs["test_data"],
+        thresholds=thresholds,
+        baseline_metrics=baseline_metrics,
+    )
+    _resources(evaluate, "1", "4Gi")
+
+    explain = explain_shap(
+        model=train.outputs["model"],
+        background_data=ingest.outputs["train_data"],
+        explain_data=ingest.outputs["test_data"],
+        method=explain_method,
+        background_size=explain_background_size,
+        max_rows=explain_max_rows,
+        seed=seed,
+    )
+    _resources(explain, "2", "8Gi")
+
+    with dsl.If(evaluate.outputs["blessed"] == True, name="model-blessed"):  # noqa: E712 (KFP condition DSL)
+        export = export_savedmodel(
+            model=train.outputs["model"],
+            test_data=ingest.outputs["test_data"],
+            refit_ensemble=refit_ensemble,
+        )
+        _resources(export, "2", "8Gi")

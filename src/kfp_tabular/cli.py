@@ -1,0 +1,154 @@
+"""``kfp-tabular``: compile the pipeline, run it locally, submit it to Kubeflow, predict with an export.
+
+Imports of kfp, the components and heavy libraries happen inside the sub-commands, after ``--image`` has been
+put in the environment: the component decorators read the image when their module is first imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from kfp_tabular import __version__
+from kfp_tabular.errors import KfpTabularError
+
+DEFAULT_YAML = Path("dist/tabular_training.yaml")
+
+
+def _set_image(image: str | None) -> None:
+    if image:
+        os.environ["KFP_TABULAR_IMAGE"] = image
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    _set_image(args.image)
+    from kfp_tabular.components._image import IMAGE
+    from kfp_tabular.pipelines.compile import compile_pipeline
+
+    path = compile_pipeline(args.output)
+    print(f"Wrote {path} (image {IMAGE}). Upload it from the Kubeflow dashboard or run `kfp-tabular submit`.")
+    return 0
+
+
+def _run_arguments(args: argparse.Namespace) -> dict:
+    arguments = {"source_uri": args.data, "label": args.label, "time_limit_s": args.time_limit}
+    optional = {
+        "problem_type": args.problem_type,
+        "presets": args.presets,
+        "hyperparameters": args.hyperparameters,
+        "thresholds": args.thresholds,
+        "baseline_metrics": args.baseline_metrics,
+        "seed": args.seed,
+    }
+    arguments.update({k: v for k, v in optional.items() if v is not None})
+    return arguments
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from kfp_tabular.pipelines.local_run import run_pipeline_locally
+    from kfp_tabular.pipelines.summary import summarize
+
+    arguments = _run_arguments(args)
+    print(f"Running tabular-training locally on {args.data} (label {args.label!r}); outputs in {args.output}/")
+    run = run_pipeline_locally(arguments, Path(args.output))
+    print()
+    print(summarize(run))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from kfp_tabular.components.export_savedmodel.predict import predict_rows
+
+    payload = json.loads(Path(args.json).read_text(encoding="utf-8"))
+    print(json.dumps(predict_rows(Path(args.model), payload), indent=2))
+    return 0
+
+
+def _parse_param(item: str) -> tuple[str, object]:
+    """``NAME=VALUE`` with numbers and booleans typed (the KFP API checks parameter types)."""
+    name, sep, text = item.partition("=")
+    if not sep:
+        raise SystemExit(f"kfp-tabular: error: --param {item!r} is not NAME=VALUE")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return name, text
+    return name, value if isinstance(value, bool | int | float) else text
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    _set_image(args.image)
+    import kfp
+
+    from kfp_tabular.pipelines.compile import compile_pipeline
+
+    package = compile_pipeline(args.output)
+    client = kfp.Client(host=args.host) if args.host else kfp.Client()
+    arguments = dict(_parse_param(item) for item in args.param)
+    run = client.create_run_from_pipeline_package(
+        str(package),
+        arguments=arguments,
+        run_name=args.run_name,
+        experiment_name=args.experiment,
+        namespace=args.namespace,
+    )
+    print(f"Submitted run {run.run_id} in experiment {args.experiment!r}.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``kfp-tabular`` command."""
+    parser = argparse.ArgumentParser(prog="kfp-tabular", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"kfp-tabular {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compile", help="write the pipeline as KFP IR YAML")
+    p.add_argument("--output", type=Path, default=DEFAULT_YAML)
+    p.add_argument("--image", help="component image (default: $KFP_TABULAR_IMAGE or <registry>/kfp-tabular:<ver>)")
+    p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser("run", help="run the whole pipeline on this machine through kfp.local")
+    p.add_argument("--data", default="builtin://penguins", help="source URI (path, s3://, builtin://penguins)")
+    p.add_argument("--label", default="species", help="column to predict")
+    p.add_argument("--time-limit", type=int, default=60, help="AutoGluon training budget in seconds")
+    p.add_argument("--output", default="local_outputs", help="folder for the run's artifacts")
+    p.add_argument("--problem-type", choices=["auto", "binary", "multiclass", "regression"])
+    p.add_argument("--presets", help="AutoGluon preset (default: deployable)")
+    p.add_argument("--hyperparameters", help="AutoGluon hyperparameters as JSON")
+    p.add_argument("--thresholds", help='blessing thresholds as JSON, e.g. {"accuracy": 0.9}')
+    p.add_argument("--baseline-metrics", help="metrics of the production model as JSON")
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("predict", help="predict with an exported SavedModel (TF Serving REST JSON in and out)")
+    p.add_argument("--model", required=True, help="SavedModel folder (export_savedmodel output)")
+    p.add_argument("--json", required=True, help='file with {"instances": [{column: value, ...}, ...]}')
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("submit", help="compile and submit a run to a Kubeflow Pipelines endpoint")
+    p.add_argument("--host", default=os.environ.get("KFP_HOST"), help="KFP API endpoint (default: in-cluster)")
+    p.add_argument("--namespace", help="Kubeflow profile namespace")
+    p.add_argument("--experiment", default="kfp-tabular")
+    p.add_argument("--run-name")
+    p.add_argument("--image", help="component image reference, ideally digest-pinned")
+    p.add_argument("--output", type=Path, default=DEFAULT_YAML)
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter")
+    p.set_defaults(func=_cmd_submit)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kfp-tabular`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KfpTabularError as exc:
+        print(f"kfp-tabular: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Typed errors raised by the component cores.
+
+Every error says what went wrong, where (file, line, column, model) and how to fix it, so that the message
+shown in a failed Kubeflow step is enough to act on.
+"""
+
+
+class KfpTabularError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class DataValidationError(KfpTabularError, ValueError):
+    """The input table cannot be used: malformed, empty, wrong label, duplicate columns..."""
+
+
+class DataSourceError(KfpTabularError):
+    """The input table cannot be reached: missing file, bucket or key, wrong credentials, unknown scheme."""
+
+
+class ConfigError(KfpTabularError, ValueError):
+    """A component parameter is invalid (bad JSON, unknown preset, negative time limit...)."""
+
+
+class ModelError(KfpTabularError):
+    """A model artifact is missing, half-written or incompatible with the data given to it."""

@@ -1,0 +1,77 @@
+"""The whole pipeline through kfp.local (real executor, real components, this Python environment)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kfp_tabular.pipelines.local_run import collect_task_outputs, run_pipeline_locally
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory) -> tuple[str, Path]:
+    """``kfp-tabular run`` on the bundled penguins, as a user would type it."""
+    output = tmp_path_factory.mktemp("local_outputs")
+    result = subprocess.run(
+        [sys.executable, "-m", "kfp_tabular.cli", "run", "--data", "builtin://penguins", "--label", "species",
+         "--time-limit", "40", "--output", str(output)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    (run_folder,) = output.glob("tabular-training-*")
+    return result.stdout, run_folder
+
+
+def test_every_step_ran_and_left_its_artifacts(cli_run):
+    _, run_folder = cli_run
+    tasks = collect_task_outputs(run_folder)
+    assert {"ingest-data", "train-autogluon", "evaluate-model", "explain-shap", "export-savedmodel"} <= set(tasks)
+    for split in ("train_data", "validation_data", "test_data"):
+        assert tasks["ingest-data"].path(split).is_file()
+    assert (tasks["train-autogluon"].path("model") / "predictor.pkl").is_file()
+    assert tasks["evaluate-model"].path("report").read_text().startswith("<!DOCTYPE html>")
+    assert (tasks["export-savedmodel"].path("savedmodel") / "saved_model.pb").is_file()
+    assert tasks["explain-shap"].path("shap_values").exists()
+
+
+def test_penguins_model_is_accurate_blessed_and_exported_at_parity(cli_run):
+    stdout, run_folder = cli_run
+    tasks = collect_task_outputs(run_folder)
+    metrics = tasks["evaluate-model"].metadata("metrics")
+    assert metrics["accuracy"] > 0.9
+    assert tasks["evaluate-model"].parameters["blessed"] is True
+    assert tasks["export-savedmodel"].metadata("parity_metrics")["parity_max_abs_diff"] <= 1e-6
+    confusion = tasks["evaluate-model"].metadata("classification_metrics")["confusionMatrix"]
+    assert [a["displayName"] for a in confusion["annotationSpecs"]] == ["Adelie", "Chinstrap", "Gentoo"]
+
+
+def test_summary_tells_the_user_what_happened(cli_run):
+    stdout, run_folder = cli_run
+    for heading in ("DATA", "LEADERBOARD", "TEST METRICS", "BLESSED: yes", "EXPORT", "EXPLANATION", "ARTIFACTS"):
+        assert heading in stdout, heading
+    assert "344 rows" in stdout
+    assert str(run_folder) in stdout
+
+
+def test_an_unmet_threshold_stops_the_model_before_export(tmp_path):
+    run = run_pipeline_locally(
+        {
+            "source_uri": "builtin://penguins",
+            "label": "species",
+            "time_limit_s": 20,
+            "hyperparameters": json.dumps({"GBM": {"num_boost_round": 10}}),
+            "thresholds": json.dumps({"accuracy": 1.01}),
+            "explain_max_rows": 20,
+        },
+        tmp_path,
+    )
+    evaluate = run.tasks["evaluate-model"]
+    assert evaluate.parameters["blessed"] is False
+    assert "accuracy" in evaluate.parameters["reason"]
+    assert "export-savedmodel" not in run.tasks
