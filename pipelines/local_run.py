@@ -39,6 +39,18 @@ class LocalRun:
     tasks: dict[str, TaskOutputs]
     wall_time_s: float
 
+    @property
+    def blessed(self) -> bool | None:
+        """The blessing gate's decision (``evaluate_model`` returns it), None if evaluation did not run."""
+        evaluate = self.tasks.get("evaluate-model")
+        return None if evaluate is None else evaluate.parameters.get("Output")
+
+    @property
+    def blessing_reason(self) -> str:
+        """Why the model is or is not blessed."""
+        evaluate = self.tasks.get("evaluate-model")
+        return "" if evaluate is None else evaluate.parameters.get("reason", "")
+
 
 def run_pipeline_locally(arguments: dict[str, Any], pipeline_root: Path) -> LocalRun:
     """Run ``tabular-training`` with ``arguments`` under ``pipeline_root`` and collect the step outputs.
@@ -76,6 +88,10 @@ def collect_task_outputs(run_folder: Path) -> dict[str, TaskOutputs]:
                 "path": str(folder / output),
                 "metadata": artifact.get("metadata", {}),
             }
+        # Parameter outputs declared as OutputPath are plain files beside the artifacts.
+        for file in folder.iterdir():
+            if file.is_file() and file.name != executor_output.name and file.name not in task.artifacts:
+                task.parameters.setdefault(file.name, file.read_text(encoding="utf-8"))
         tasks[task.name] = task
     return tasks
 

@@ -32,9 +32,8 @@ def summarize(run: LocalRun) -> str:
         out += [f"  {line}" for line in _first_lines(tasks["train-autogluon"].path("leaderboard"), 6)]
     if "evaluate-model" in tasks:
         evaluate = tasks["evaluate-model"]
-        blessed = evaluate.parameters.get("blessed")
         out += ["", "TEST METRICS", f"  {_metrics_line(evaluate, 'metrics')}"]
-        out += ["", f"BLESSED: {'yes' if blessed else 'no'} — {evaluate.parameters.get('reason', '')}"]
+        out += ["", f"BLESSED: {'yes' if run.blessed else 'no'} — {run.blessing_reason}"]
     if "export-savedmodel" in tasks:
         export = tasks["export-savedmodel"]
         out += ["", "EXPORT", f"  SavedModel: {export.path('savedmodel')}"]

@@ -109,7 +109,9 @@ def tabular_training(
     )
     _resources(explain, "2", "8Gi")
 
-    with dsl.If(evaluate.outputs["blessed"] == True, name="model-blessed"):  # noqa: E712 (KFP condition DSL)
+    # The gate reads evaluate_model's return value ("Output"): kfp.local 2.17 resolves only that output name in
+    # conditions and silently treats a named output (e.g. NamedTuple "blessed") as False.
+    with dsl.If(evaluate.outputs["Output"] == True, name="model-blessed"):  # noqa: E712 (KFP condition DSL)
         export = export_savedmodel(
             model=train.outputs["model"],
             test_data=ingest.outputs["test_data"],

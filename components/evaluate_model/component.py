@@ -1,9 +1,7 @@
 """KFP shell of ``evaluate_model``: test metrics, dashboard charts and the blessing gate."""
 
-from typing import NamedTuple
-
 from kfp import dsl
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output, OutputPath
 
 from kfp_tabular.components._image import IMAGE
 
@@ -15,9 +13,10 @@ def evaluate_model(
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
     report: Output[HTML],
+    reason: OutputPath(str),
     thresholds: str = "",
     baseline_metrics: str = "",
-) -> NamedTuple("Blessing", [("blessed", bool), ("reason", str)]):
+) -> bool:
     """Score the model on the test split and decide whether it is good enough to ship ("blessed").
 
     Args:
@@ -27,15 +26,14 @@ def evaluate_model(
             (binary). Regression: rmse, mae, r2.
         classification_metrics: Confusion matrix (and ROC curve for binary) drawn by the dashboard.
         report: Self-contained HTML report.
+        reason: One line saying why the model is (not) blessed.
         thresholds: Optional JSON of minimum (or, for error metrics, maximum) values, e.g. ``{"accuracy": 0.9}``.
         baseline_metrics: Optional JSON metrics of the model in production; the new model must not be worse on
             any metric named in ``thresholds`` (or on the primary metric when no thresholds are given).
 
     Returns:
-        blessed: True when every threshold holds and the model is not worse than the baseline.
-        reason: One line saying why.
+        True ("blessed") when every threshold holds and the model is not worse than the baseline.
     """
-    from collections import namedtuple
     from pathlib import Path
 
     from kfp_tabular.components.evaluate_model.core import EvaluateConfig, evaluate
@@ -48,4 +46,5 @@ def evaluate_model(
         classification_metrics.log_confusion_matrix(result.class_names, result.confusion_matrix)
     if result.roc_curve is not None:
         classification_metrics.log_roc_curve(*result.roc_curve)
-    return namedtuple("Blessing", ["blessed", "reason"])(result.blessed, result.reason)
+    Path(reason).write_text(result.reason, encoding="utf-8")
+    return result.blessed

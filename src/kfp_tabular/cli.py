@@ -53,7 +53,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     arguments = _run_arguments(args)
     print(f"Running tabular-training locally on {args.data} (label {args.label!r}); outputs in {args.output}/")
-    run = run_pipeline_locally(arguments, Path(args.output))
+    try:
+        run = run_pipeline_locally(arguments, Path(args.output))
+    except RuntimeError as exc:  # kfp.local's "task finished with status FAILURE"; the step's log is above
+        print(f"\nkfp-tabular: the local run failed: {exc}. The failing step's error is in its log above.",
+              file=sys.stderr)
+        return 1
     print()
     print(summarize(run))
     return 0

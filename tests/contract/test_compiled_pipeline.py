@@ -81,7 +81,7 @@ def test_dag_order_and_blessing_gate(documents):
     assert sorted(root_tasks["evaluate-model"]["dependentTasks"]) == ["ingest-data", "train-autogluon"]
     assert "evaluate-model" not in root_tasks["explain-shap"].get("dependentTasks", [])
     gate = next(t for t in root_tasks.values() if "triggerPolicy" in t)
-    assert "blessed" in gate["triggerPolicy"]["condition"]
+    assert "evaluate-model-Output" in gate["triggerPolicy"]["condition"]
     branch = documents[0]["components"][gate["componentRef"]["name"]]
     assert "export-savedmodel" in branch["dag"]["tasks"]
 

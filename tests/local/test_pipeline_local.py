@@ -45,7 +45,7 @@ def test_penguins_model_is_accurate_blessed_and_exported_at_parity(cli_run):
     tasks = collect_task_outputs(run_folder)
     metrics = tasks["evaluate-model"].metadata("metrics")
     assert metrics["accuracy"] > 0.9
-    assert tasks["evaluate-model"].parameters["blessed"] is True
+    assert tasks["evaluate-model"].parameters["Output"] is True  # the blessing gate's return value
     assert tasks["export-savedmodel"].metadata("parity_metrics")["parity_max_abs_diff"] <= 1e-6
     confusion = tasks["evaluate-model"].metadata("classification_metrics")["confusionMatrix"]
     assert [a["displayName"] for a in confusion["annotationSpecs"]] == ["Adelie", "Chinstrap", "Gentoo"]
@@ -71,7 +71,6 @@ def test_an_unmet_threshold_stops_the_model_before_export(tmp_path):
         },
         tmp_path,
     )
-    evaluate = run.tasks["evaluate-model"]
-    assert evaluate.parameters["blessed"] is False
-    assert "accuracy" in evaluate.parameters["reason"]
+    assert run.blessed is False
+    assert "accuracy" in run.blessing_reason
     assert "export-savedmodel" not in run.tasks
