@@ -6,7 +6,13 @@ the components, so the same components run unchanged through ``kfp.local``.
 
 from kfp import dsl, kubernetes
 
-from kfp_tabular.components import evaluate_model, explain_shap, export_savedmodel, ingest_data, train_autogluon
+from kfp_tabular.components import (
+    evaluate_model,
+    explain_shap,
+    export_savedmodel,
+    ingest_data,
+    train_autogluon,
+)
 
 PIPELINE_NAME = "tabular-training"
 

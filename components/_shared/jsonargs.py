@@ -17,8 +17,8 @@ def parse_json_object(text: str, name: str, example: str) -> dict[str, Any]:
         example: A valid value shown in error messages, e.g. ``{"accuracy": 0.9}``.
 
     Raises:
-        ConfigError: the text is not valid JSON (the message gives line, column and character offset), or it is
-            valid JSON but not an object.
+        ConfigError: the text is not valid JSON (the message gives line, column and character offset), or
+            it is valid JSON but not an object.
     """
     if not text or not text.strip():
         return {}
@@ -30,5 +30,7 @@ def parse_json_object(text: str, name: str, example: str) -> dict[str, Any]:
             f"Pass a JSON object such as {example}, with double-quoted keys."
         ) from exc
     if not isinstance(value, dict):
-        raise ConfigError(f"{name} must be a JSON object such as {example}, got {type(value).__name__}: {text!r}.")
+        raise ConfigError(
+            f"{name} must be a JSON object such as {example}, got {type(value).__name__}: {text!r}."
+        )
     return value

@@ -1,0 +1,1 @@
+"""The `evaluate_model` component: `core.py` (plain Python) and `component.py` (KFP shell)."""

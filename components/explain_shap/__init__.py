@@ -1,0 +1,1 @@
+"""The `explain_shap` component: `core.py` (plain Python) and `component.py` (KFP shell)."""

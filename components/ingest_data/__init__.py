@@ -1,0 +1,1 @@
+"""The `ingest_data` component: `core.py` (plain Python) and `component.py` (KFP shell)."""

@@ -1,0 +1,1 @@
+"""The `train_autogluon` component: `core.py` (plain Python) and `component.py` (KFP shell)."""

@@ -23,3 +23,11 @@ class ConfigError(KfpTabularError, ValueError):
 
 class ModelError(KfpTabularError):
     """A model artifact is missing, half-written or incompatible with the data given to it."""
+
+
+class UnsupportedModelError(ModelError):
+    """The predictor holds a model, feature type or setting that cannot be exported exactly to TensorFlow."""
+
+
+class ExportParityError(ModelError):
+    """The exported SavedModel does not reproduce the AutoGluon predictor within the parity tolerance."""

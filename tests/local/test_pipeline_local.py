@@ -41,7 +41,7 @@ def test_every_step_ran_and_left_its_artifacts(cli_run):
 
 
 def test_penguins_model_is_accurate_blessed_and_exported_at_parity(cli_run):
-    stdout, run_folder = cli_run
+    _, run_folder = cli_run
     tasks = collect_task_outputs(run_folder)
     metrics = tasks["evaluate-model"].metadata("metrics")
     assert metrics["accuracy"] > 0.9

@@ -1,0 +1,118 @@
+"""Test-set metrics of ``evaluate_model``, computed with scikit-learn from labels and probabilities.
+
+Pure functions of arrays, so they can be checked against scikit-learn without a model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "log_loss", "f1_macro", "roc_auc")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+# Metrics where lower is better; every other metric is better when higher.
+ERROR_METRICS = frozenset({"rmse", "mae", "log_loss"})
+# The dashboard draws the ROC curve from a list stored in MLMD: a few hundred points are plenty.
+MAX_ROC_POINTS = 200
+
+
+def _positive_index(classes: Sequence[Any], positive_class: Any) -> int:
+    classes = list(classes)
+    if positive_class not in classes:
+        raise ValueError(f"positive class {positive_class!r} is not one of the classes {classes}")
+    return classes.index(positive_class)
+
+
+def compute_metrics(
+    y_true: Sequence[Any],
+    y_pred: Sequence[Any],
+    proba: Any,
+    problem_type: str,
+    classes: Sequence[Any] | None,
+    positive_class: Any = None,
+) -> dict[str, float]:
+    """Metrics of predictions against true values, plus ``test_rows``.
+
+    Args:
+        y_true: True labels (classification) or values (regression).
+        y_pred: Predicted labels or values.
+        proba: Class probabilities, shape ``(rows, len(classes))`` with columns in ``classes`` order;
+            rows are renormalized to sum to 1. Ignored for regression.
+        problem_type: ``binary``, ``multiclass`` or ``regression``.
+        classes: Class labels in the column order of ``proba`` (``None`` for regression).
+        positive_class: The class whose probability is the score of ``roc_auc`` (binary only).
+
+    Returns:
+        Classification: ``accuracy``, ``balanced_accuracy``, ``log_loss`` (over all ``classes``), ``f1_macro``
+        and, for binary tasks whose test labels hold both classes, ``roc_auc``. Regression: ``rmse``, ``mae``
+        and, with at least two rows, ``r2``.
+    """
+    import numpy as np
+    from sklearn import metrics as skm
+
+    y_true_array = np.asarray(y_true)
+    y_pred_array = np.asarray(y_pred)
+    result: dict[str, float] = {}
+    if problem_type in ("binary", "multiclass"):
+        if classes is None:
+            raise ValueError("classification metrics need the class order of the probabilities")
+        probabilities = np.asarray(proba, dtype=float)
+        # AutoGluon's float32 rows sum to 1 only within rounding, which scikit-learn warns about.
+        probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+        result["accuracy"] = skm.accuracy_score(y_true_array, y_pred_array)
+        result["balanced_accuracy"] = skm.balanced_accuracy_score(y_true_array, y_pred_array)
+        result["log_loss"] = skm.log_loss(y_true_array, probabilities, labels=list(classes))
+        result["f1_macro"] = skm.f1_score(y_true_array, y_pred_array, average="macro", zero_division=0)
+        if problem_type == "binary":
+            positive = _positive_index(classes, positive_class)
+            is_positive = y_true_array == classes[positive]
+            # AUC is undefined when the test split holds a single class.
+            if 0 < is_positive.sum() < len(is_positive):
+                result["roc_auc"] = skm.roc_auc_score(is_positive, probabilities[:, positive])
+    elif problem_type == "regression":
+        y_true_float = y_true_array.astype(float)
+        y_pred_float = y_pred_array.astype(float)
+        result["rmse"] = math.sqrt(skm.mean_squared_error(y_true_float, y_pred_float))
+        result["mae"] = skm.mean_absolute_error(y_true_float, y_pred_float)
+        if len(y_true_float) >= 2:
+            result["r2"] = skm.r2_score(y_true_float, y_pred_float)
+    else:
+        raise ValueError(f"problem type {problem_type!r} is not binary, multiclass or regression")
+    result["test_rows"] = float(len(y_true_array))
+    return {name: float(value) for name, value in result.items()}
+
+
+def confusion(y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[Any]) -> list[list[int]]:
+    """Confusion matrix as nested lists: rows are true classes, columns predicted ones (``classes`` order)."""
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(list(y_true), list(y_pred), labels=list(classes))
+    return [[int(count) for count in row] for row in matrix]
+
+
+def roc_points(
+    y_true: Sequence[Any],
+    positive_scores: Sequence[float],
+    positive_class: Any,
+    max_points: int = MAX_ROC_POINTS,
+) -> tuple[list[float], list[float], list[float]] | None:
+    """ROC curve as ``(fpr, tpr, thresholds)``, at most ``max_points`` points, every value finite.
+
+    scikit-learn starts the thresholds at ``inf`` (the point where nothing is positive); KFP stores metadata
+    as JSON, which has no infinity, so that threshold becomes 1.0, the largest probability. Returns ``None``
+    when the test labels hold a single class (the curve is undefined).
+    """
+    import numpy as np
+    from sklearn.metrics import roc_curve
+
+    is_positive = np.asarray(y_true) == positive_class
+    if is_positive.all() or not is_positive.any():
+        return None
+    fpr, tpr, thresholds = roc_curve(is_positive, np.asarray(positive_scores, dtype=float))
+    thresholds = np.clip(np.nan_to_num(thresholds, nan=1.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    if len(fpr) > max_points:
+        # Keep both ends and spread the rest evenly along the curve.
+        keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
+        fpr, tpr, thresholds = fpr[keep], tpr[keep], thresholds[keep]
+    return [float(v) for v in fpr], [float(v) for v in tpr], [float(v) for v in thresholds]
