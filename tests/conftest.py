@@ -22,7 +22,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     }
     for item in items:
         for marker, (enabled, reason) in skips.items():
-            if marker in item.keywords and not enabled:
+            if item.get_closest_marker(marker) and not enabled:
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
