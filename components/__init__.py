@@ -1,10 +1,21 @@
 """KFP components of kfp-tabular, one folder per component (``core.py`` plain Python, ``component.py`` KFP shell).
 
-Importing this package imports kfp only: heavy libraries are imported inside component bodies and cores.
+The components are loaded lazily (PEP 562): inside a running step the KFP executor sets ``_KFP_RUNTIME=true``,
+which removes ``dsl.component``, and the step imports its core through this package. Importing the shells here
+eagerly would break every step.
 """
 
-from kfp_tabular.components.evaluate_model.component import evaluate_model
-from kfp_tabular.components.ingest_data.component import ingest_data
-from kfp_tabular.components.train_autogluon.component import train_autogluon
+from importlib import import_module
+from typing import Any
 
-__all__ = ["evaluate_model", "ingest_data", "train_autogluon"]
+__all__ = ["evaluate_model", "explain_shap", "export_savedmodel", "ingest_data", "train_autogluon"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(import_module(f"{__name__}.{name}.component"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

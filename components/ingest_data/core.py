@@ -1,0 +1,356 @@
+"""Core of ``ingest_data``: read a table, validate it, profile it and split it into train / validation / test.
+
+Plain Python (no kfp import). Two passes with bounded memory, whatever the file size:
+
+1. stream the source in record batches (CSV and Parquet are never loaded whole); each batch updates the profile,
+   contributes its label column, and is spilled to a temporary Arrow IPC file;
+2. from the labels alone, resolve the problem type and assign every row to a split (seeded, stratified for
+   classification), then stream the spilled batches into the three Parquet files.
+
+Outputs are written to temporary names and renamed at the end; on any failure none of the four outputs exists.
+"""
+
+from __future__ import annotations
+
+import codecs
+import difflib
+import os
+import tempfile
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kfp_tabular.components._shared import markdown
+from kfp_tabular.components._shared.files import all_or_nothing, sha256_file, write_text_atomic
+from kfp_tabular.components.ingest_data.labels import (
+    PROBLEM_TYPES,
+    LabelSummary,
+    analyse_label,
+    describe_label,
+)
+from kfp_tabular.components.ingest_data.profiling import DISTINCT_CAP, ProfileAccumulator, TableProfile
+from kfp_tabular.components.ingest_data.readers import RestartRead, TableReader, resolve_format
+from kfp_tabular.components.ingest_data.sources import open_source
+from kfp_tabular.components.ingest_data.splitting import SPLITS, SplitPlan, assign_splits
+from kfp_tabular.errors import ConfigError, DataValidationError
+
+FILE_FORMATS = ("auto", "csv", "parquet", "jsonl")
+ROW_GROUP_ROWS = 128 * 1024
+MAX_RESTARTS = 64
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Parameters of one ingestion (validated on construction).
+
+    Attributes:
+        label: Name of the column to predict.
+        problem_type: ``auto`` (AutoGluon's rules), ``binary``, ``multiclass`` or ``regression``.
+        file_format: ``auto`` (from the extension), ``csv``, ``parquet`` or ``jsonl``.
+        encoding: Text encoding of CSV / JSON Lines input (any Python codec name).
+        validation_fraction: Share of labelled rows in the validation split (0 allowed).
+        test_fraction: Share of labelled rows in the test split (0 allowed).
+        seed: Seed of the split.
+    """
+
+    label: str
+    problem_type: str = "auto"
+    file_format: str = "auto"
+    encoding: str = "utf-8"
+    validation_fraction: float = 0.15
+    test_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.label, str) or not self.label.strip():
+            raise ConfigError("label must name the column to predict (got an empty name)")
+        if self.problem_type not in PROBLEM_TYPES:
+            raise ConfigError(f"problem_type={self.problem_type!r}; choose one of {', '.join(PROBLEM_TYPES)}")
+        if self.file_format not in FILE_FORMATS:
+            raise ConfigError(f"file_format={self.file_format!r}; choose one of {', '.join(FILE_FORMATS)}")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError as error:
+            raise ConfigError(
+                f"encoding={self.encoding!r} is not a known text encoding (try 'utf-8', 'latin-1')"
+            ) from error
+        for name in ("validation_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 <= value < 1:
+                raise ConfigError(f"{name}={value!r}; it must be a number in [0, 1)")
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise ConfigError(
+                f"validation_fraction + test_fraction = {self.validation_fraction + self.test_fraction:g} leaves no "
+                "rows for training; their sum must be below 1"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed={self.seed!r}; it must be a non-negative integer")
+
+
+@dataclass
+class IngestResult:
+    """What the KFP shell logs: per split artifact metadata, table metrics, the resolved problem type."""
+
+    splits: dict[str, dict]
+    metrics: dict[str, float]
+    problem_type: str
+    profile_markdown: str
+
+
+@dataclass
+class _Scan:
+    schema: pa.Schema
+    label: pa.Array
+    profile: TableProfile
+
+
+def ingest(
+    source_uri: str,
+    config: IngestConfig,
+    train_path: Path,
+    validation_path: Path,
+    test_path: Path,
+    profile_path: Path,
+) -> IngestResult:
+    """Read ``source_uri``, validate, profile and split it into three Parquet files plus a Markdown profile.
+
+    Raises:
+        DataSourceError: the source cannot be reached (missing file, bucket or key, credentials, scheme).
+        DataValidationError: the table cannot be used (malformed rows, encoding, empty, label problems...).
+    """
+    outputs = dict(zip(SPLITS, (Path(train_path), Path(validation_path), Path(test_path)), strict=True))
+    staged: dict[str, Path] = {}
+    with all_or_nothing(*outputs.values(), Path(profile_path)):
+        try:
+            with (
+                open_source(source_uri) as source,
+                tempfile.TemporaryDirectory(prefix="kfp-tabular-ingest-") as tmp,
+            ):
+                fmt = resolve_format(source.name, config.file_format, source.display)
+                reader = TableReader(source, fmt, config.encoding)
+                spill = Path(tmp) / "rows.arrow"
+                scan = _scan(reader, config.label, spill)
+                label = analyse_label(scan.label, config.label, config.problem_type, source.display)
+                plan = assign_splits(
+                    label, config.validation_fraction, config.test_fraction, config.seed, source.display
+                )
+                for name, path in outputs.items():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    staged[name] = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                rows = _write_splits(spill, scan.schema, plan, staged)
+            splits = {
+                name: {
+                    "rows": rows[name],
+                    "sha256": sha256_file(staged[name]),
+                    "columns": scan.schema.names,
+                    "label": config.label,
+                    "problem_type": label.problem_type,
+                }
+                for name in SPLITS
+            }
+            text = render_profile(source_uri, fmt.kind, config, scan.profile, label, plan, splits)
+            write_text_atomic(Path(profile_path), text)
+            for name, path in outputs.items():
+                os.replace(staged.pop(name), path)
+        finally:
+            for leftover in staged.values():
+                leftover.unlink(missing_ok=True)
+
+    profile = scan.profile
+    metrics = {
+        "rows": profile.rows,
+        "columns": len(profile.columns),
+        "missing_fraction": profile.missing_fraction,
+        "duplicate_rows": profile.duplicate_rows,
+        "dropped_label_rows": label.dropped,
+        **{f"{name}_rows": splits[name]["rows"] for name in SPLITS},
+    }
+    if label.classes:
+        metrics["classes"] = len(label.classes)
+    return IngestResult(
+        splits=splits,
+        metrics={key: float(value) for key, value in metrics.items()},
+        problem_type=label.problem_type,
+        profile_markdown=text,
+    )
+
+
+def _scan(reader: TableReader, label: str, spill: Path) -> _Scan:
+    """Pass 1: profile, collect the label, spill the batches; read again when the reader widens a column."""
+    for _ in range(MAX_RESTARTS):
+        try:
+            return _scan_once(reader, label, spill)
+        except RestartRead:
+            continue
+    raise DataValidationError(
+        f"{reader.source.display}: column types kept changing while reading; pass a cleaner file (one type per "
+        "column)"
+    )
+
+
+def _scan_once(reader: TableReader, label: str, spill: Path) -> _Scan:
+    schema, batches = reader.open()
+    display = reader.source.display
+    _check_columns(schema, label, display)
+    label_index = schema.get_field_index(label)
+    labels: list[pa.Array] = []
+    with (
+        ProfileAccumulator(schema, DISTINCT_CAP) as accumulator,
+        pa.OSFile(str(spill), "wb") as sink,
+        pa.ipc.new_file(sink, schema) as writer,
+    ):
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            accumulator.add(batch)
+            labels.append(batch.column(label_index))
+            writer.write_batch(batch)
+    if accumulator.rows == 0:
+        raise DataValidationError(
+            f"{display}: the table has columns ({', '.join(schema.names[:10])}{', …' if len(schema) > 10 else ''}) "
+            "but no data rows; upload the full table"
+        )
+    label_values = pa.concat_arrays(labels) if labels else pa.array([], schema.field(label_index).type)
+    return _Scan(schema=schema, label=label_values, profile=accumulator.finish())
+
+
+def _check_columns(schema: pa.Schema, label: str, display: str) -> None:
+    if len(schema) == 0:
+        raise DataValidationError(f"{display}: the file holds no columns and no rows; upload the full table")
+    duplicates = [name for name, count in Counter(schema.names).items() if count > 1]
+    if duplicates:
+        raise DataValidationError(
+            f"{display}: duplicate column name(s) {', '.join(repr(d) for d in duplicates)}; every column needs a "
+            "unique name: rename them in the header"
+        )
+    if label not in schema.names:
+        close = difflib.get_close_matches(label, schema.names, n=1, cutoff=0.6)
+        close += [name for name in schema.names if name.lower() == label.lower() and name not in close]
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise DataValidationError(
+            f"{display}: label column `{label}` not found. Available columns: "
+            f"{', '.join(f'`{name}`' for name in schema.names)}.{hint}"
+        )
+    if len(schema) < 2:
+        raise DataValidationError(
+            f"{display}: the table has only the label column `{label}`; add feature columns"
+        )
+
+
+def _write_splits(spill: Path, schema: pa.Schema, plan: SplitPlan, staged: dict[str, Path]) -> dict[str, int]:
+    """Pass 2: stream the spilled batches into one Parquet writer per split (row groups of ~128k rows).
+
+    Each split has its own writer thread (Parquet encoding releases the GIL); at most one row group per split waits
+    to be written, which bounds memory.
+    """
+    writers = {code: pq.ParquetWriter(str(staged[name]), schema) for code, name in enumerate(SPLITS)}
+    threads = {
+        code: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{SPLITS[code]}")
+        for code in writers
+    }
+    in_flight: dict[int, Future | None] = dict.fromkeys(writers)
+    pending: dict[int, list[pa.RecordBatch]] = {code: [] for code in writers}
+    pending_rows = dict.fromkeys(writers, 0)
+    written = dict.fromkeys(writers, 0)
+
+    def flush(code: int) -> None:
+        if in_flight[code] is not None:
+            in_flight[code].result()
+        if pending[code]:
+            table = pa.Table.from_batches(pending[code], schema)
+            in_flight[code] = threads[code].submit(
+                writers[code].write_table, table, row_group_size=ROW_GROUP_ROWS
+            )
+            written[code] += pending_rows[code]
+            pending[code], pending_rows[code] = [], 0
+
+    try:
+        with pa.OSFile(str(spill), "rb") as source:
+            spilled = pa.ipc.open_file(source)
+            offset = 0
+            for index in range(spilled.num_record_batches):
+                batch = spilled.get_batch(index)
+                codes = plan.assignment[offset : offset + batch.num_rows]
+                offset += batch.num_rows
+                for code in writers:
+                    mask = codes == code
+                    count = int(np.count_nonzero(mask))
+                    if count == 0:
+                        continue
+                    pending[code].append(batch if count == batch.num_rows else batch.filter(pa.array(mask)))
+                    pending_rows[code] += count
+                    if pending_rows[code] >= ROW_GROUP_ROWS:
+                        flush(code)
+            for code in writers:
+                flush(code)
+            for future in in_flight.values():
+                if future is not None:
+                    future.result()
+    finally:
+        for code, writer in writers.items():
+            threads[code].shutdown(wait=True)
+            writer.close()
+    return {SPLITS[code]: rows for code, rows in written.items()}
+
+
+def _percent(fraction: float) -> str:
+    if 0 < fraction < 0.001:
+        return "<0.1%"
+    return f"{100 * fraction:.1f}%"
+
+
+def render_profile(
+    source_uri: str,
+    kind: str,
+    config: IngestConfig,
+    profile: TableProfile,
+    label: LabelSummary,
+    plan: SplitPlan,
+    splits: dict[str, dict],
+) -> str:
+    """The Markdown profile: a one-line headline, facts about the label and splits, then one row per column."""
+    headline = (
+        f"{profile.rows} rows × {len(profile.columns)} columns, {_percent(profile.missing_fraction)} missing, "
+        f"{profile.duplicate_rows} duplicate rows, label `{label.name}` ({describe_label(label)})"
+    )
+    split_rows = ", ".join(f"{name} {splits[name]['rows']}" for name in SPLITS)
+    how = f"stratified by `{label.name}`" if plan.stratified else "random"
+    lines = [
+        headline,
+        "",
+        f"- Source: `{source_uri}` ({kind}{'' if config.encoding.lower() in ('utf-8', 'utf8') else ', ' + config.encoding})",
+        f"- Problem type: {label.problem_type} ({label.reason})",
+        f"- Rows with a missing label dropped: {label.dropped}",
+        f"- Splits ({how}, seed {config.seed}): {split_rows}",
+    ]
+    short = [
+        f"{name} {splits[name]['rows']} instead of {planned}"
+        for name, planned in zip(SPLITS, plan.planned, strict=True)
+        if splits[name]["rows"] != planned
+    ]
+    if short:
+        lines.append(
+            f"- Split sizes differ from the fractions ({', '.join(short)}): classes with one row stay in train"
+        )
+    if plan.small_classes:
+        lines.append(
+            f"- {plan.small_classes} class(es) have too few rows to appear in every split; each keeps its rows in "
+            "train first"
+        )
+    rows = [
+        (
+            column.name + (" (label)" if column.name == label.name else ""),
+            column.type,
+            column.missing,
+            _percent(column.missing / profile.rows),
+            f"> {DISTINCT_CAP}" if column.distinct is None else column.distinct,
+        )
+        for column in profile.columns
+    ]
+    lines += ["", markdown.table(["column", "type", "missing", "missing %", "distinct"], rows), ""]
+    return "\n".join(lines)
