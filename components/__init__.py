@@ -1,21 +1,10 @@
-"""KFP components of kfp-tabular, one folder per component (``core.py`` plain Python, ``component.py`` KFP shell).
+"""KFP components of kfp-tabular, one folder per component: ``core.py`` (plain Python) and ``component.py``.
 
-The components are loaded lazily (PEP 562): inside a running step the KFP executor sets ``_KFP_RUNTIME=true``,
-which removes ``dsl.component``, and the step imports its core through this package. Importing the shells here
-eagerly would break every step.
+Import a component from its shell module, e.g.
+``from kfp_tabular.components.train_autogluon.component import train_autogluon``.
+
+This package deliberately imports nothing: inside a running step the KFP executor sets ``_KFP_RUNTIME=true``,
+which removes ``dsl.component``, and the step imports its core through this package, so loading the shells here
+would break every step. (A package-level re-export would also clash with the folders, which share the
+components' names.)
 """
-
-from importlib import import_module
-from typing import Any
-
-__all__ = ["evaluate_model", "explain_shap", "export_savedmodel", "ingest_data", "train_autogluon"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(import_module(f"{__name__}.{name}.component"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
