@@ -6,13 +6,11 @@ the components, so the same components run unchanged through ``kfp.local``.
 
 from kfp import dsl, kubernetes
 
-from kfp_tabular.components import (
-    evaluate_model,
-    explain_shap,
-    export_savedmodel,
-    ingest_data,
-    train_autogluon,
-)
+from kfp_tabular.components.evaluate_model.component import evaluate_model
+from kfp_tabular.components.explain_shap.component import explain_shap
+from kfp_tabular.components.export_savedmodel.component import export_savedmodel
+from kfp_tabular.components.ingest_data.component import ingest_data
+from kfp_tabular.components.train_autogluon.component import train_autogluon
 
 PIPELINE_NAME = "tabular-training"
 
