@@ -24,7 +24,7 @@ def _run(args: list[str], env: dict[str, str], path_prefix: Path | None = None):
 
 
 def _images_in(pipeline_yaml: Path) -> set[str]:
-    spec = yaml.safe_load(pipeline_yaml.read_text())
+    spec = next(yaml.safe_load_all(pipeline_yaml.read_text()))  # doc 2 is the PlatformSpec
     executors = spec["deploymentSpec"]["executors"]
     return {e["container"]["image"] for e in executors.values() if "container" in e}
 
