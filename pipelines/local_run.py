@@ -37,6 +37,7 @@ class LocalRun:
 
     folder: Path
     tasks: dict[str, TaskOutputs]
+    started_at: float
     wall_time_s: float
 
     @property
@@ -68,11 +69,11 @@ def run_pipeline_locally(arguments: dict[str, Any], pipeline_root: Path) -> Loca
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.glob(f"{PIPELINE_NAME}-*"))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
-    started = time.perf_counter()
+    started_at, started = time.time(), time.perf_counter()
     tabular_training(**arguments)
     wall = time.perf_counter() - started
     (folder,) = set(pipeline_root.glob(f"{PIPELINE_NAME}-*")) - before
-    return LocalRun(folder=folder, tasks=collect_task_outputs(folder), wall_time_s=wall)
+    return LocalRun(folder=folder, tasks=collect_task_outputs(folder), started_at=started_at, wall_time_s=wall)
 
 
 def collect_task_outputs(run_folder: Path) -> dict[str, TaskOutputs]:
@@ -100,15 +101,14 @@ def step_wall_times(run: LocalRun) -> dict[str, float]:
     """Seconds each step took, from the modification times of its outputs (kfp.local logs no durations).
 
     kfp.local runs the steps one at a time in topological order, so a step's time is the gap between the
-    newest file of the step before it and its own newest file (the first step counts from the run folder's
-    creation). It includes the step's subprocess start-up, as a user waits for it.
+    newest file of the step before it and its own newest file (the first step counts from the start of the
+    run). It includes the step's subprocess start-up, as a user waits for it.
     """
     finished = {
         name: max(p.stat().st_mtime for p in task.folder.rglob("*")) for name, task in run.tasks.items()
     }
-    start = run.folder.stat().st_ctime
     order = sorted(finished, key=finished.get)
-    times, previous = {}, start
+    times, previous = {}, run.started_at
     for name in order:
         times[name] = max(0.0, finished[name] - previous)
         previous = finished[name]

@@ -14,6 +14,14 @@ def _first_lines(path: Path, count: int) -> list[str]:
     return lines[:count]
 
 
+def _leaderboard_top(path: Path, rows: int = 3) -> list[str]:
+    """The best-model line and the first rows of the leaderboard table."""
+    lines = _first_lines(path, 10_000)
+    best = [line for line in lines if line.startswith("**Best model")]
+    table = [line for line in lines if line.startswith("|")]
+    return best + table[: 2 + rows]
+
+
 def _metrics_line(task: TaskOutputs, output: str, names: list[str] | None = None) -> str:
     values = task.metadata(output)
     keys = names or sorted(values)
@@ -29,7 +37,7 @@ def summarize(run: LocalRun) -> str:
         out += ["", "DATA", *(f"  {line.lstrip('# ')}" for line in headline)]
     if "train-autogluon" in tasks:
         out += ["", "LEADERBOARD (top 3)"]
-        out += [f"  {line}" for line in _first_lines(tasks["train-autogluon"].path("leaderboard"), 6)]
+        out += [f"  {line}" for line in _leaderboard_top(tasks["train-autogluon"].path("leaderboard"))]
     if "evaluate-model" in tasks:
         evaluate = tasks["evaluate-model"]
         out += ["", "TEST METRICS", f"  {_metrics_line(evaluate, 'metrics')}"]
@@ -42,7 +50,8 @@ def summarize(run: LocalRun) -> str:
         out += ["", "EXPORT skipped: the model was not blessed."]
     if "explain-shap" in tasks:
         out += ["", "EXPLANATION"]
-        out += [f"  {line}" for line in _first_lines(tasks["explain-shap"].path("summary"), 3)]
+        prose = [line for line in _first_lines(tasks["explain-shap"].path("summary"), 20) if not line.startswith("#")]
+        out += [f"  {line}" for line in prose[:2]]
     out += ["", "ARTIFACTS"]
     for name, task in sorted(tasks.items()):
         for output, artifact in sorted(task.artifacts.items()):
