@@ -112,6 +112,8 @@ def tabular_training(
         seed=seed,
     )
     _resources(explain, "2", "8Gi")
+    # The exact SHAP kernels use numba, which would otherwise start one thread per host core, not per CPU limit.
+    explain.set_env_variable("NUMBA_NUM_THREADS", "2")
 
     # The gate reads evaluate_model's return value ("Output"): kfp.local 2.17 resolves only that output name in
     # conditions and silently treats a named output (e.g. NamedTuple "blessed") as False.

@@ -1,0 +1,360 @@
+"""One fitted AutoGluon child model as an exact interventional Shapley game over the raw features.
+
+The players are the predictor's raw input columns. AutoGluon's global feature generator works column by column
+(a raw column becomes one transformed column, or several for datetimes and text), and each child's own
+preprocessing does too (LightGBM: pandas categoricals; XGBoost: one-hot into CSR; forests: label codes,
+``fillna(0)``, float32; linear model: one-hot, impute, scale). So the child's input for a hybrid row (some raw
+columns from the explained row, the rest from a background row) is the hybrid of the two encoded rows, taken
+per group of encoded columns. Each child is therefore explained on its OWN encoding of the data, with every
+encoded column labelled by the raw feature it comes from. Encoded columns of one raw feature (XGBoost's
+one-hot columns, datetime parts) form one player: summing per-column SHAP values instead would not give the
+Shapley value of the raw feature.
+
+Why feed each child its own encoding: AutoGluon's random forest fills NaN with 0 and casts to float32 before
+predicting. ``shap.TreeExplainer`` given the global transform's output instead (NaN kept, float64) routes NaN
+through scikit-learn's missing-value branch and compares unrounded values, so its values stop adding up to the
+child's probability (reproduced: additivity error 0.2-0.3 on penguins rows with missing measurements, 0.15 on a
+2k-row toy with 10% NaN; below 1e-7 on the child's own encoding; see ``test_explain_rf_additivity.py``). The
+float32 cast matters too for large integers and datetimes (nanoseconds), whose float32 grid is coarse. Here a
+child's reconstruction is always checked against its own ``predict_proba``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kfp_tabular.components.explain_shap import kernels
+from kfp_tabular.components.explain_shap.trees import (
+    Forest,
+    forest_from_lightgbm,
+    forest_from_sklearn,
+    forest_from_xgboost,
+    xgboost_rounds,
+)
+from kfp_tabular.errors import ModelError
+
+# A child's own reconstruction must match its predict_proba this closely, relative to max(1, |output|):
+# XGBoost sums its trees in float32 and AutoGluon returns float32 regression predictions.
+CHILD_PARITY_TOLERANCE = 1e-6
+# Coalitions of at most 2^MAX_LINK_PLAYERS per (row, background row) for sigmoid / softmax children.
+MAX_LINK_PLAYERS = 12
+# Identity-output trees whose paths use at most this many distinct features are explained leaf by leaf
+# (tables of 2^width entries per leaf); wider trees pair by pair.
+TABLE_MAX_WIDTH = 8
+# Memory for the explained rows' per-node decisions of sigmoid / softmax trees, per chunk of rows; and for the
+# path patterns of the leaf-by-leaf kernel, over all its parallel chunks (fewer chunks than threads if needed).
+DECISION_BYTES = 64 * 2**20
+PATTERN_BYTES = 1 * 2**30
+
+
+@dataclass
+class ChildShapley:
+    """Exact Shapley values of one child in AutoGluon's output space (``outputs`` columns)."""
+
+    values: np.ndarray  # (rows, features, outputs)
+    base: np.ndarray  # (outputs,) mean output over the background
+    predictions: np.ndarray  # (rows, outputs) the child's own output on the explained rows
+
+
+@dataclass
+class ChildGame:
+    """What the kernels need to explain one child; built by ``build_game``."""
+
+    name: str
+    link: int
+    output_columns: np.ndarray  # AutoGluon output column of each kernel output
+    n_features: int
+    forest: Forest | None = None
+    groups: np.ndarray | None = None  # raw feature of every encoded column (forests)
+    x: np.ndarray | None = None
+    b: np.ndarray | None = None
+    offset: np.ndarray | None = None  # constant margin added to the trees / the linear terms
+    hx: np.ndarray | None = None  # additive models: per-feature margin terms (rows, features, margins)
+    hb: np.ndarray | None = None
+
+    def players_used(self) -> int:
+        """Raw features whose value can change this child's output."""
+        if self.forest is not None:
+            return len(np.unique(self.groups[self.forest.used_columns()]))
+        varies = np.any(self.hx != 0, axis=(0, 2)) | np.any(self.hb != 0, axis=(0, 2))
+        return int(varies.sum())
+
+    def margins(self, which: str) -> np.ndarray:
+        """Margin (before the link) of the explained rows (``"x"``) or the background rows (``"b"``)."""
+        if self.forest is not None:
+            return self.forest.margins(self.x if which == "x" else self.b) + self.offset
+        h = self.hx if which == "x" else self.hb
+        return h.sum(axis=1) + self.offset
+
+    def outputs(self, which: str) -> np.ndarray:
+        """The child's output in probability (or regression) space, one column per kernel output."""
+        return apply_link(self.margins(which), self.link)
+
+    def _identity_shapley(self, group: np.ndarray) -> np.ndarray:
+        """Trees whose paths use few distinct features go leaf by leaf (tables), the others pair by pair."""
+        import numba
+
+        forest = self.forest
+        ends = forest.ends()
+        widths = kernels.tree_widths(group, forest.left, forest.right, forest.roots, ends)
+        narrow = widths <= TABLE_MAX_WIDTH
+        values = np.zeros((len(self.x), self.n_features, forest.value.shape[1]))
+        if narrow.any():
+            width = int(widths[narrow].max())
+            w_pos, w_neg = kernels.leaf_weights(width)
+            # Each parallel chunk holds every row's path pattern at every node of one tree (int64).
+            per_chunk = 8 * (len(self.x) + len(self.b)) * int((ends - forest.roots).max())
+            chunks = max(1, min(numba.get_num_threads(), int(PATTERN_BYTES // per_chunk)))
+            values += kernels.tree_shap_identity_tables(
+                self.x, self.b, forest.feature, group, *forest.rules(), forest.left, forest.right, forest.value,
+                forest.roots[narrow], ends[narrow], self.n_features, width, chunks, w_pos, w_neg,
+                kernels.popcounts(width))
+        if not narrow.all():
+            w_pos, w_neg = kernels.leaf_weights(forest.max_depth + 1)
+            values += kernels.tree_shap_identity(
+                self.x, self.b, forest.feature, group, *forest.rules(), forest.left, forest.right, forest.value,
+                forest.roots[~narrow], self.n_features, forest.max_depth, w_pos, w_neg)
+        return values
+
+    def _link_shapley(self, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sigmoid / softmax trees, pair by pair, on precomputed decisions (explained rows in chunks)."""
+        forest = self.forest
+        players = min(self.players_used(), MAX_LINK_PLAYERS)
+        splits = (forest.feature, *forest.rules(), forest.left)
+        go_b = kernels.node_decisions(self.b, *splits)
+        leaf_b = kernels.leaves_reached(go_b, forest.left, forest.right, forest.roots)
+        # A tree that adds to one margin only (a class of a multiclass booster) is updated on that margin alone.
+        spans = zip(forest.roots, forest.ends(), strict=True)
+        touched = [np.flatnonzero(np.any(forest.value[start:end] != 0, axis=0)) for start, end in spans]
+        tree_out = np.asarray([t[0] if len(t) == 1 else -1 for t in touched], dtype=np.int64)
+        chunk = max(1, int(DECISION_BYTES // max(1, len(forest.left))))
+        values, overflow = [], []
+        for first in range(0, len(self.x), chunk):
+            go_x = kernels.node_decisions(self.x[first : first + chunk], *splits)
+            leaf_x = kernels.leaves_reached(go_x, forest.left, forest.right, forest.roots)
+            part, flags = kernels.tree_shap_link(
+                go_x, go_b, leaf_x, leaf_b, group, forest.left, forest.right, forest.value, forest.roots, tree_out,
+                self.offset, self.link, self.n_features, forest.max_depth, players,
+                kernels.coalition_weights(players), kernels.popcounts(players))
+            values.append(part)
+            overflow.append(flags)
+        return np.concatenate(values), np.concatenate(overflow)
+
+    def shapley(self) -> np.ndarray:
+        """Exact interventional Shapley values, shape ``(rows, features, kernel outputs)``."""
+        if self.forest is not None:
+            forest = self.forest
+            group = np.where(forest.left >= 0, self.groups[np.maximum(forest.feature, 0)], -1)
+            if self.link == kernels.LINK_IDENTITY:
+                return self._identity_shapley(group)
+            values, overflow = self._link_shapley(group)
+        else:
+            if self.link == kernels.LINK_IDENTITY:
+                return self.hx - self.hb.mean(axis=0, keepdims=True)
+            players = min(self.players_used(), MAX_LINK_PLAYERS)
+            values, overflow = kernels.additive_shap_link(
+                self.hx, self.hb, self.offset, self.link, players, kernels.coalition_weights(players),
+                kernels.popcounts(players),
+            )
+        if overflow.any():
+            raise ModelError(f"{self.name}: more than {MAX_LINK_PLAYERS} features differ between a row and a "
+                             "background row; exact probability-space SHAP is too costly. Use method='permutation'.")
+        return values
+
+
+def apply_link(margin: np.ndarray, link: int) -> np.ndarray:
+    """Vectorised link: identity, sigmoid (one margin) or softmax (one margin per class)."""
+    if link == kernels.LINK_IDENTITY:
+        return margin
+    if link == kernels.LINK_SIGMOID:
+        return 1.0 / (1.0 + np.exp(-margin))
+    shifted = np.exp(margin - margin.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def explain_child(game: ChildGame, native_x: np.ndarray, native_b: np.ndarray, n_outputs: int) -> ChildShapley:
+    """Check the game reproduces the child, then compute its Shapley values in AutoGluon's output columns."""
+    own_x, own_b = _to_outputs(game, game.outputs("x"), n_outputs), _to_outputs(game, game.outputs("b"), n_outputs)
+    for own, native, rows in ((own_x, native_x, "explained"), (own_b, native_b, "background")):
+        # Relative for large regression targets: AutoGluon returns float32 predictions.
+        gaps = np.abs(own - native) / np.maximum(1.0, np.abs(native))
+        gap = float(gaps.max()) if own.size else 0.0
+        if not gap <= CHILD_PARITY_TOLERANCE:
+            raise ModelError(
+                f"{game.name}: the exact SHAP re-implementation differs from the model's own prediction by "
+                f"{gap:.3g} on the {rows} rows; this model variant is not supported exactly. Use "
+                "method='permutation'."
+            )
+    values = _to_outputs(game, game.shapley(), n_outputs)
+    return ChildShapley(values=values, base=own_b.mean(axis=0), predictions=own_x)
+
+
+def _to_outputs(game: ChildGame, array: np.ndarray, n_outputs: int) -> np.ndarray:
+    """Place kernel outputs (last axis) into AutoGluon's output columns; absent classes stay 0."""
+    placed = np.zeros((*array.shape[:-1], n_outputs))
+    placed[..., game.output_columns] = array
+    return placed
+
+
+def native_outputs(child: Any, frame: pd.DataFrame, n_outputs: int) -> np.ndarray:
+    """The child's own ``predict_proba`` on transformed features, as ``(rows, outputs)``."""
+    return np.asarray(child.predict_proba(frame), dtype=np.float64).reshape(len(frame), n_outputs)
+
+
+# --- building games ---------------------------------------------------------------------------------------
+
+
+def build_game(child: Any, family: str, problem_type: str, n_outputs: int, group_of: dict[str, int],
+               n_features: int, x: pd.DataFrame, b: pd.DataFrame) -> ChildGame:
+    """Turn one AutoGluon child (GBM, XGB, RF, XT, LR) into a ``ChildGame`` on transformed rows x and b."""
+    name = getattr(child, "name", family)
+    if family == "GBM":
+        return _lightgbm_game(child, name, problem_type, group_of, n_features, x, b)
+    if family == "XGB":
+        return _xgboost_game(child, name, problem_type, group_of, n_features, x, b)
+    if family in {"RF", "XT"}:
+        return _forest_game(child, name, problem_type, n_outputs, group_of, n_features, x, b)
+    if family == "LR":
+        return _linear_game(child, name, problem_type, n_outputs, group_of, n_features, x, b)
+    raise ModelError(f"{name}: family {family} has no exact SHAP.")
+
+
+def _groups(names: list[str], group_of: dict[str, int], name: str) -> np.ndarray:
+    unknown = [n for n in names if n not in group_of]
+    if unknown:
+        raise ModelError(f"{name}: cannot trace encoded columns {unknown} back to raw features.")
+    return np.asarray([group_of[n] for n in names], dtype=np.int64)
+
+
+def _default_columns(problem_type: str, n_margins: int) -> np.ndarray:
+    return np.arange(n_margins) if problem_type == "multiclass" else np.zeros(1, dtype=np.int64)
+
+
+def _lightgbm_matrix(frame: pd.DataFrame, booster: Any) -> np.ndarray:
+    """The numeric matrix LightGBM builds from a DataFrame (same steps as ``lightgbm.basic._data_from_pandas``)."""
+    frame = frame.copy(deep=False)
+    categories = iter(booster.pandas_categorical or [])
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.CategoricalDtype):
+            codes = frame[column].cat.set_categories(next(categories)).cat.codes
+            frame[column] = codes.replace({-1: np.nan})
+    # LightGBM keeps float32 when every column fits in it, so does this (it changes the <= comparisons).
+    dtype = np.result_type(*[d.type for d in frame.dtypes], np.float32)
+    return frame.to_numpy(dtype=dtype).astype(np.float64)
+
+
+def _lightgbm_game(child, name, problem_type, group_of, n_features, x, b) -> ChildGame:
+    booster = child.model
+    forest, link = forest_from_lightgbm(booster)
+    features = list(child.features)
+    if len(features) != booster.num_feature():
+        raise ModelError(f"{name}: {booster.num_feature()} booster columns but {len(features)} features.")
+    px, pb = child.preprocess(x), child.preprocess(b)
+    game = ChildGame(name, link, _default_columns(problem_type, forest.value.shape[1]), n_features, forest=forest,
+                     groups=_groups(features, group_of, name), x=_lightgbm_matrix(px, booster),
+                     b=_lightgbm_matrix(pb, booster), offset=np.zeros(forest.value.shape[1]))
+    return game
+
+
+def _csr_to_dense(matrix: Any) -> np.ndarray:
+    """Dense float32-rounded copy of a CSR matrix where every entry NOT stored is missing (NaN), as XGBoost sees it."""
+    coo = matrix.tocoo()
+    dense = np.full(matrix.shape, np.nan, dtype=np.float64)
+    dense[coo.row, coo.col] = coo.data
+    return dense.astype(np.float32).astype(np.float64)
+
+
+def _xgboost_game(child, name, problem_type, group_of, n_features, x, b) -> ChildGame:
+    model = child.model
+    objective = model.get_xgb_params().get("objective") or ""
+    if problem_type == "multiclass":
+        objective = "multi:softprob"  # what AutoGluon predicts with (it resets the objective before predict)
+    ohe = getattr(child, "_ohe_generator", None)
+    if ohe is None:
+        raise ModelError(f"{name}: XGBoost without one-hot encoding is not supported by the exact SHAP.")
+    source = [c for c in ohe.cat_cols for _ in ohe.labels[c]] + list(ohe.other_cols)
+    forest, link = forest_from_xgboost(model, objective)
+    sx, sb = child.preprocess(x), child.preprocess(b)
+    if sx.shape[1] != len(source):
+        raise ModelError(f"{name}: {sx.shape[1]} encoded columns but {len(source)} expected from the encoder.")
+    game = ChildGame(name, link, _default_columns(problem_type, forest.value.shape[1]), n_features, forest=forest,
+                     groups=_groups(source, group_of, name), x=_csr_to_dense(sx), b=_csr_to_dense(sb),
+                     offset=np.zeros(forest.value.shape[1]))
+    # The intercept (base_score, in margin space, per class in XGBoost 3) is read off the booster's own margins.
+    import xgboost
+
+    rounds = (0, xgboost_rounds(model))
+    native = model.get_booster().predict(xgboost.DMatrix(sx, missing=np.nan), output_margin=True,
+                                         iteration_range=rounds)
+    native = np.asarray(native, dtype=np.float64).reshape(len(x), -1)
+    gap = native - forest.margins(game.x)
+    game.offset = np.median(gap, axis=0)
+    return game
+
+
+def _forest_game(child, name, problem_type, n_outputs, group_of, n_features, x, b) -> ChildGame:
+    estimator = child.model
+    features = list(child.features)
+    if estimator.n_features_in_ != len(features):
+        raise ModelError(f"{name}: forest has {estimator.n_features_in_} inputs but {len(features)} features.")
+    if problem_type == "regression":
+        kernel_columns, output_columns = None, np.zeros(1, dtype=np.int64)
+    else:
+        classes = [int(c) for c in estimator.classes_]
+        if problem_type == "binary":
+            kernel_columns, output_columns = [classes.index(1)], np.zeros(1, dtype=np.int64)
+        else:
+            kernel_columns, output_columns = list(range(len(classes))), np.asarray(classes, dtype=np.int64)
+    forest = forest_from_sklearn(estimator, kernel_columns)
+    return ChildGame(name, kernels.LINK_IDENTITY, output_columns, n_features, forest=forest,
+                     groups=_groups(features, group_of, name),
+                     x=np.asarray(child.preprocess(x), dtype=np.float32).astype(np.float64),
+                     b=np.asarray(child.preprocess(b), dtype=np.float32).astype(np.float64),
+                     offset=np.zeros(forest.value.shape[1]))
+
+
+def _linear_margin(child: Any, frame: pd.DataFrame) -> np.ndarray:
+    encoded = child.preprocess(frame)
+    model = child.model
+    margin = model.decision_function(encoded) if hasattr(model, "predict_proba") else model.predict(encoded)
+    margin = np.asarray(margin, dtype=np.float64)
+    return margin.reshape(len(frame), -1)
+
+
+def _linear_game(child, name, problem_type, n_outputs, group_of, n_features, x, b) -> ChildGame:
+    """A linear model's margin is a sum of one term per raw feature: h_g(v) = m(ref with g := v) - m(ref)."""
+    model = child.model
+    ref = b.iloc[[0]]
+    ref_margin = _linear_margin(child, ref)[0]
+    both = pd.concat([x, b], ignore_index=True)
+    columns_of: dict[int, list[str]] = {}
+    for column in ref.columns:
+        if column in group_of:
+            columns_of.setdefault(group_of[column], []).append(column)
+    used = [g for g, cols in columns_of.items() if any(c in set(child.features) for c in cols)]
+    h = np.zeros((len(both), n_features, ref_margin.shape[0]))
+    if used:
+        hybrid = ref.iloc[np.zeros(len(both) * len(used), dtype=np.int64)].reset_index(drop=True)
+        for index, g in enumerate(used):  # block `index` of the rows: the reference with feature g from `both`
+            block = slice(index * len(both), (index + 1) * len(both))
+            for column in columns_of[g]:
+                position = hybrid.columns.get_loc(column)
+                hybrid.iloc[block, position] = both[column].to_numpy()
+        margins = _linear_margin(child, hybrid).reshape(len(used), len(both), -1)
+        for index, g in enumerate(used):
+            h[:, g, :] = margins[index] - ref_margin
+    full = _linear_margin(child, both) - ref_margin
+    gap = float(np.max(np.abs(full - h.sum(axis=1)))) if len(both) else 0.0
+    if gap > 1e-8 * max(1.0, float(np.max(np.abs(full)))):
+        raise ModelError(f"{name}: the linear model's margin is not a sum of per-feature terms (gap {gap:.3g}).")
+    if problem_type == "regression":
+        link, columns = kernels.LINK_IDENTITY, np.zeros(1, dtype=np.int64)
+    elif problem_type == "binary":
+        link, columns = kernels.LINK_SIGMOID, np.zeros(1, dtype=np.int64)
+    else:
+        link, columns = kernels.LINK_SOFTMAX, np.asarray([int(c) for c in model.classes_], dtype=np.int64)
+    return ChildGame(name, link, columns, n_features, hx=h[: len(x)], hb=h[len(x):], offset=ref_margin)

@@ -1,0 +1,241 @@
+"""``explain_shap`` core: SHAP values of an AutoGluon predictor → Parquet, metrics, HTML report, Markdown summary.
+
+``auto`` uses the exact ensemble TreeSHAP (``exact_tree.py``) when every model of the ensemble is a supported
+tree or linear family and its reconstruction matches the predictor; otherwise it falls back to shap's Kernel
+explainer when the sample budget covers every feature coalition (exact, at 2^features × background
+predictions per row) or to its Permutation explainer (sampled), and says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kfp_tabular.components._shared.files import all_or_nothing, write_text_atomic
+from kfp_tabular.components._shared.predictor import load_predictor
+from kfp_tabular.components.explain_shap.data import align_dtypes, read_rows, sample
+from kfp_tabular.components.explain_shap.explanation import Explanation, model_outputs
+from kfp_tabular.components.explain_shap.report import render_report
+from kfp_tabular.components.explain_shap.summary import importance, summarize
+from kfp_tabular.errors import ConfigError, ModelError
+
+LOGGER = logging.getLogger(__name__)
+METHODS = ("auto", "exact_tree", "permutation", "kernel")
+# base + sum(SHAP) must equal the prediction within this, relative to max(1, |prediction|) (float32 outputs).
+ADDITIVITY_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """Settings of one explanation.
+
+    Attributes:
+        method: ``auto`` (exact ensemble TreeSHAP when possible; else Kernel SHAP if ``sample_budget`` covers
+            every feature coalition, which makes it exact, or permutation), ``exact_tree``, ``permutation`` or
+            ``kernel``.
+        background_size: Background rows sampled (seeded) from the background data.
+        max_rows: Rows sampled (seeded) from the data to explain.
+        seed: Seed of both samples and of the model-agnostic explainers.
+        sample_budget: Model evaluations per explained row for ``permutation`` / ``kernel`` (each evaluation
+            averages over the background rows).
+    """
+
+    method: str = "auto"
+    background_size: int = 100
+    max_rows: int = 500
+    seed: int = 0
+    sample_budget: int = 512
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}.")
+        for name in ("background_size", "max_rows", "sample_budget"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer; got {value!r}.")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer; got {self.seed!r}.")
+
+
+@dataclass
+class ExplainResult:
+    """What ``explain`` produced besides its files.
+
+    Attributes:
+        method: Method actually used (``exact_tree``, ``permutation`` or ``kernel``).
+        metrics: ``importance/<feature>`` (mean |SHAP|), ``base_value/<output>``, ``rows_explained``,
+            ``background_rows``, ``max_additivity_error``, ``exact`` (1.0 when the values are exact Shapley
+            values, 0.0 when sampled).
+        base_values: Base value per output (class probability, or the regression prediction).
+        summary_markdown: The plain-language summary also written to ``summary_path``.
+        reason: Why this method was used (e.g. why ``auto`` fell back to a model-agnostic explainer).
+    """
+
+    method: str
+    metrics: dict[str, float]
+    base_values: list[float]
+    summary_markdown: str
+    reason: str = ""
+    outputs: list[str] = field(default_factory=list)
+
+
+def additivity_error(explanation: Explanation, predictions: np.ndarray) -> float:
+    """Largest |base + sum(SHAP) - prediction| / max(1, |prediction|) over rows and outputs."""
+    gap = np.abs(explanation.reconstruction() - predictions) / np.maximum(1.0, np.abs(predictions))
+    return float(gap.max()) if gap.size else 0.0
+
+
+def run_method(predictor: Any, background: pd.DataFrame, rows: pd.DataFrame, predictions: np.ndarray,
+               config: ExplainConfig) -> tuple[Explanation, str]:
+    """Explain with the configured method; returns the explanation and why that method was used."""
+    if config.method in ("auto", "exact_tree"):
+        from kfp_tabular.components.explain_shap.exact_tree import explain_exact
+
+        try:
+            explanation = explain_exact(predictor, background, rows)
+            error = additivity_error(explanation, predictions)
+            if not error <= ADDITIVITY_TOLERANCE:
+                raise ModelError(f"Exact SHAP does not add up to the predictor's output (error {error:.3g}); the "
+                                 "ensemble has a step this method does not model.")
+            return explanation, "every model of the ensemble is a supported tree or linear family"
+        except ModelError as exc:
+            if config.method == "exact_tree":
+                raise
+            reason = f"exact SHAP is not available: {exc}"
+        except Exception as exc:  # auto: an unexpected model layout must not cost the user the explanation
+            if config.method == "exact_tree":
+                raise ModelError(f"Exact SHAP failed on this model: {type(exc).__name__}: {exc}") from exc
+            reason = f"exact SHAP failed on this model ({type(exc).__name__}: {exc})"
+    else:
+        reason = f"method '{config.method}' was requested"
+    from kfp_tabular.components.explain_shap.agnostic import explain_agnostic
+
+    method = config.method
+    if method == "auto":
+        # With few features the budget covers every coalition: Kernel SHAP is then exact; else permutation.
+        method = "kernel" if 2 ** len(rows.columns) - 2 <= config.sample_budget else "permutation"
+    LOGGER.warning("Explaining with shap's %s explainer: %s", method, reason)
+    explanation = explain_agnostic(predictor, background, rows, method, config.sample_budget, config.seed)
+    return explanation, reason
+
+
+def values_table(explanation: Explanation, rows: pd.DataFrame, with_class: bool) -> pd.DataFrame:
+    """Long format: one row per (explained row, feature[, class]) with SHAP value, base value, feature value."""
+    n_rows, n_features, n_outputs = explanation.values.shape
+    row_ids = np.repeat(rows.index.to_numpy(dtype=np.int64), n_features * n_outputs)
+    features = np.tile(np.repeat(np.asarray(explanation.features, dtype=object), n_outputs), n_rows)
+    raw = rows.to_numpy(dtype=object)
+    raw_values = np.repeat(raw.reshape(-1), n_outputs)
+    table = {"row_id": row_ids, "feature": features}
+    if with_class:
+        table["class"] = np.tile(np.asarray(explanation.outputs, dtype=object), n_rows * n_features)
+    table["shap_value"] = explanation.values.reshape(-1)
+    table["base_value"] = np.tile(explanation.base_values, n_rows * n_features)
+    table["feature_value"] = [None if _missing(v) else str(v) for v in raw_values]
+    table["feature_value_numeric"] = [_as_float(v) for v in raw_values]
+    return pd.DataFrame(table)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+
+
+def _as_float(value: Any) -> float:
+    if _missing(value) or isinstance(value, str | bool):
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def method_text(explanation: Explanation, predictor: Any, reason: str, n_background: int, error: float,
+                sample_budget: int) -> str:
+    """One paragraph saying what was computed, on what, and how exact it is."""
+    if predictor.problem_type == "regression":
+        space = f"the predicted {explanation.outputs[0]}"
+    elif predictor.problem_type == "binary":
+        space = f"the probability of {explanation.outputs[0]}"
+    else:
+        space = "the probability of each class"
+    rows = explanation.values.shape[0]
+    if explanation.method == "exact_tree":
+        how = ("exact ensemble TreeSHAP: exact interventional Shapley values of the whole AutoGluon ensemble "
+               "(every bagged child explained on its own encoding of the data, combined with the ensemble weights)")
+    elif explanation.exact:
+        how = (f"shap KernelExplainer on the whole predictor, exact here because its budget ({sample_budget} "
+               f"model evaluations per row) covers all 2^{len(explanation.features)} feature coalitions; used "
+               f"because {reason}")
+    else:
+        name = "Permutation" if explanation.method == "permutation" else "Kernel"
+        how = (f"shap {name}Explainer on the whole predictor, approximate ({sample_budget} model evaluations per "
+               f"row), because {reason}")
+    return (f"Method: {how}. Output explained: {space}. {rows} rows explained against {n_background} background "
+            f"rows; base value + SHAP values reproduce the model's output within {error:.1g}.")
+
+
+def explain(model_dir: Path, background_path: Path, rows_path: Path, config: ExplainConfig, values_path: Path,
+            report_path: Path, summary_path: Path) -> ExplainResult:
+    """Explain a saved AutoGluon predictor on sampled rows against a sampled background.
+
+    Args:
+        model_dir: Predictor folder from ``train_autogluon``.
+        background_path: Parquet rows the background is sampled from (the train split).
+        rows_path: Parquet rows to explain (the test split), sampled to ``config.max_rows``.
+        config: Method, sample sizes, seed, sample budget.
+        values_path: Output Parquet of SHAP values in long format.
+        report_path: Output self-contained HTML report.
+        summary_path: Output Markdown summary.
+
+    Raises:
+        DataSourceError: an input file is missing.
+        DataValidationError: an input is not Parquet, empty, or lacks model feature columns.
+        ModelError: the model cannot be loaded, or ``exact_tree`` was asked for an unsupported ensemble.
+    """
+    values_path, report_path, summary_path = Path(values_path), Path(report_path), Path(summary_path)
+    with all_or_nothing(values_path, report_path, summary_path):
+        predictor = load_predictor(Path(model_dir))
+        features = [str(f) for f in predictor.original_features]
+        background = sample(read_rows(Path(background_path), features, "background_data"), config.background_size,
+                            config.seed)
+        rows = sample(read_rows(Path(rows_path), features, "explain_data"), config.max_rows, config.seed)
+        background, rows = align_dtypes(background, rows)
+        predictions = model_outputs(predictor, rows)
+        explanation, reason = run_method(predictor, background, rows, predictions, config)
+        error = additivity_error(explanation, predictions)
+        LOGGER.info("%s SHAP of %d rows against %d background rows; additivity error %.2g", explanation.method,
+                    len(rows), len(background), error)
+        text = method_text(explanation, predictor, reason, len(background), error, config.sample_budget)
+        classes = [str(c) for c in getattr(predictor, "class_labels", None) or []]
+        summary = summarize(explanation, rows, predictor.problem_type, classes, text)
+        mean_abs = importance(explanation).mean(axis=1)
+        metrics = {f"importance/{f}": float(v) for f, v in zip(explanation.features, mean_abs, strict=True)}
+        metrics.update({f"base_value/{o}": float(b) for o, b in zip(explanation.outputs, explanation.base_values,
+                                                                    strict=True)})
+        metrics.update(rows_explained=float(len(rows)), background_rows=float(len(background)),
+                       max_additivity_error=error, exact=float(explanation.exact))
+        _write_parquet_atomic(values_table(explanation, rows, predictor.problem_type != "regression"), values_path)
+        write_text_atomic(summary_path, summary)
+        write_text_atomic(report_path, render_report(explanation, rows, predictions, predictor.problem_type, text))
+    return ExplainResult(method=explanation.method, metrics=metrics, base_values=[float(b) for b in
+                         explanation.base_values], summary_markdown=summary, reason=reason,
+                         outputs=list(explanation.outputs))

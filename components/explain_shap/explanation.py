@@ -1,0 +1,59 @@
+"""What every explainer returns, and the model output it explains.
+
+Output space: regression → the prediction; binary → AutoGluon's ``predict_proba`` of the positive class;
+multiclass → the probability of every class. SHAP values of all methods live in this space, so they are
+comparable and add up to ``predict_proba`` (plus the base value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class Explanation:
+    """SHAP values of some rows against one background set.
+
+    Attributes:
+        values: ``(rows, features, outputs)`` SHAP values.
+        base_values: ``(outputs,)`` expected output over the background rows.
+        features: Raw feature names (the players), in column order.
+        outputs: Class names (binary: the positive class only) or the label name (regression).
+        method: ``exact_tree``, ``permutation``, ``kernel`` or ``brute_force``.
+        exact: Whether the values are the exact Shapley values (not sampled estimates).
+    """
+
+    values: np.ndarray
+    base_values: np.ndarray
+    features: list[str]
+    outputs: list[str]
+    method: str
+    exact: bool = False
+
+    def reconstruction(self) -> np.ndarray:
+        """``base + sum of SHAP values`` per row and output; equals the model output when additive."""
+        return self.base_values[None, :] + self.values.sum(axis=1)
+
+
+def output_names(predictor: Any) -> list[str]:
+    """Names of the explained outputs (see module docstring)."""
+    if predictor.problem_type == "regression":
+        return [str(predictor.label)]
+    if predictor.problem_type == "binary":
+        return [str(predictor.positive_class)]
+    return [str(c) for c in predictor.class_labels]
+
+
+def model_outputs(predictor: Any, frame: pd.DataFrame, model: str | None = None) -> np.ndarray:
+    """The predictor's output on raw rows, ``(rows, outputs)`` in float64 (``model``: default the best one)."""
+    if predictor.problem_type == "regression":
+        return predictor.predict(frame, model=model).to_numpy(dtype=np.float64).reshape(-1, 1)
+    proba = predictor.predict_proba(frame, model=model, as_multiclass=True)
+    if predictor.problem_type == "binary":
+        return proba[predictor.positive_class].to_numpy(dtype=np.float64).reshape(-1, 1)
+    return proba[list(predictor.class_labels)].to_numpy(dtype=np.float64)
+

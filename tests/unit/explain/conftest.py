@@ -1,0 +1,86 @@
+"""Small real AutoGluon ensembles on penguins (one per problem type), fitted once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+# Every family the exact method covers, kept tiny; two bagging folds so bags have several children.
+HYPERPARAMETERS = {
+    "GBM": {"num_boost_round": 20},
+    "XGB": {"n_estimators": 20},
+    "RF": {"n_estimators": 10},
+    "XT": {"n_estimators": 10},
+    "LR": {},
+}
+LABELS = {"binary": "sex", "multiclass": "island", "regression": "body_mass_g"}
+BACKGROUND_ROWS = 20
+
+
+@pytest.fixture(scope="session")
+def penguins(penguins_csv: Path) -> pd.DataFrame:
+    return pd.read_csv(penguins_csv)
+
+
+@pytest.fixture(scope="session")
+def fit_penguins(tmp_path_factory: pytest.TempPathFactory, penguins: pd.DataFrame):
+    """``fit_penguins(problem_type)`` → a TabularPredictor fitted on all penguins, cached per problem type."""
+    cache: dict[str, object] = {}
+
+    def fit(problem_type: str):
+        if problem_type not in cache:
+            from autogluon.tabular import TabularPredictor
+
+            label = LABELS[problem_type]
+            data = penguins.dropna(subset=[label])
+            cache[problem_type] = TabularPredictor(
+                label=label, problem_type=problem_type, path=str(tmp_path_factory.mktemp(f"ag_{problem_type}")),
+                verbosity=0,
+            ).fit(data, hyperparameters=HYPERPARAMETERS, num_bag_folds=2, num_cpus=1, time_limit=60,
+                  fit_weighted_ensemble=True)
+        return cache[problem_type]
+
+    return fit
+
+
+@pytest.fixture(scope="session")
+def knn_predictor(tmp_path_factory: pytest.TempPathFactory, penguins: pd.DataFrame):
+    """A family the exact method does not cover (k-nearest neighbours), for the fallback paths."""
+    from autogluon.tabular import TabularPredictor
+
+    return TabularPredictor(label="species", path=str(tmp_path_factory.mktemp("ag_knn")), verbosity=0).fit(
+        penguins, hyperparameters={"KNN": {}}, num_cpus=1, time_limit=30)
+
+
+@pytest.fixture(scope="session")
+def splits(tmp_path_factory: pytest.TempPathFactory, penguins: pd.DataFrame) -> tuple[Path, Path]:
+    """Parquet train / test splits of penguins as ingest_data writes them (string categoricals, nulls, label)."""
+    folder = tmp_path_factory.mktemp("splits")
+    shuffled = penguins.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    train, test = folder / "train.parquet", folder / "test.parquet"
+    shuffled.iloc[:260].to_parquet(train, index=False)
+    shuffled.iloc[260:].to_parquet(test, index=False)
+    return train, test
+
+
+@pytest.fixture(scope="session")
+def background_and_rows(penguins: pd.DataFrame):
+    """``background_and_rows(predictor)`` → 20 background rows and 5 rows to explain (raw features)."""
+    return lambda predictor: _background_and_rows(predictor, penguins)
+
+
+def _background_and_rows(predictor, penguins: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two of the explained rows are awkward: an unseen category, and every value missing."""
+    features = list(predictor.original_features)
+    background = penguins[features].sample(BACKGROUND_ROWS, random_state=0).reset_index(drop=True)
+    rows = penguins[features].iloc[[0, 120, 250]].reset_index(drop=True)
+    odd = rows.iloc[:2].copy()
+    categorical = [c for c in features if penguins[c].dtype == object]
+    odd.loc[0, categorical[0]] = "Atlantis"  # never seen in training
+    odd.iloc[1] = np.nan
+    rows = pd.concat([rows, odd], ignore_index=True)
+    common = pd.concat([background, rows]).dtypes.to_dict()
+    return background.astype(common), rows.astype(common)
