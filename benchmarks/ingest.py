@@ -4,8 +4,12 @@ Anchor: ``pyarrow.csv.read_csv`` + ``pyarrow.parquet.write_table`` (default opti
 CSV into Parquet. Ours: ``ingest()`` (validation, profile, duplicate count, stratified split, three Parquet files,
 sha256). Each measurement runs in a fresh subprocess so that its peak RSS (``ru_maxrss``) is its own; times exclude
 the interpreter start and imports. Goals: throughput ratio ours / pyarrow ≥ 0.8; peak RSS < 1 GB for a 200 MB CSV.
+``--stream`` makes ingest() take the path of files too big to read whole (streamed blocks, spilled to disk).
 
-Usage: python benchmarks/ingest.py [--rows 1000000] [--repeats 3] [--mb 200] [--cache DIR]
+On a shared machine, wall times depend on what else runs: compare the ratio (both measured in the same run,
+interleaved) and the CPU seconds, and look at the load average printed before and after.
+
+Usage: python benchmarks/ingest.py [--rows 1000000] [--repeats 3] [--mb 200] [--stream] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -70,13 +74,17 @@ def synthetic_csv(cache: Path, rows: int | None, megabytes: int | None) -> Path:
 # ------------------------------------------------------------------------------------------------- children
 
 
-def _child(kind: str, csv: Path) -> None:
+def _child(kind: str, csv: Path, stream: bool) -> None:
     """Run one measurement and print it as JSON (this process is fresh: its peak RSS is this run's)."""
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
     if kind == "ours":
+        from kfp_tabular.components.ingest_data import readers
         from kfp_tabular.components.ingest_data.core import IngestConfig, ingest
+
+        if stream:
+            readers.WHOLE_READ_BYTES = 0
     imported_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         out = Path(tmp)
@@ -109,9 +117,9 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _measure(kind: str, csv: Path) -> dict:
+def _measure(kind: str, csv: Path, stream: bool) -> dict:
     done = subprocess.run(
-        [sys.executable, __file__, "--child", kind, "--csv", str(csv)],
+        [sys.executable, __file__, "--child", kind, "--csv", str(csv), *(["--stream"] if stream else [])],
         capture_output=True,
         text=True,
         check=False,
@@ -128,12 +136,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the synthetic CSV (default 1M)")
     parser.add_argument("--mb", type=int, default=None, help="size the CSV by megabytes instead (e.g. 200)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--stream", action="store_true", help="force ingest() to stream the file")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "kfp-tabular-bench")
     parser.add_argument("--child", choices=["pyarrow", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child, args.csv)
+        _child(args.child, args.csv, args.stream)
         return
 
     csv = synthetic_csv(args.cache, None if args.mb else args.rows, args.mb)
@@ -142,13 +151,18 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"pyarrow": [], "ours": []}
     for _ in range(args.repeats):  # interleaved, so that both see the same machine load
         for kind in runs:
-            runs[kind].append(_measure(kind, csv))
+            runs[kind].append(_measure(kind, csv, args.stream))
     rows = runs["ours"][0]["rows"]
+    path = "streamed" if args.stream else "read whole when it fits"
     print(
-        f"\ningest benchmark: {csv} ({size_mb:.0f} MB, {rows} rows × 20 columns), {args.repeats} run(s) each"
+        f"\ningest benchmark: {csv} ({size_mb:.0f} MB, {rows} rows × 20 columns), {args.repeats} run(s) each, "
+        f"ingest() {path}"
     )
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
-    print(f"load average before the runs: {load:.2f} (wall times compare fairly only on an idle machine)")
+    print(
+        f"load average: {load:.2f} before the runs, {os.getloadavg()[0]:.2f} after "
+        "(wall times compare fairly only on an idle machine)"
+    )
     print(f"{'':<30}{'median s':>10}{'MB/s':>8}{'CPU s':>8}{'peak RSS MB':>13}{'after imports MB':>18}")
     median, cpu = {}, {}
     for kind, label in (("pyarrow", "pyarrow read_csv+write_table"), ("ours", "kfp-tabular ingest()")):

@@ -1,11 +1,13 @@
 """Core of ``ingest_data``: read a table, validate it, profile it and split it into train / validation / test.
 
-Plain Python (no kfp import). Two passes with bounded memory, whatever the file size:
+Plain Python (no kfp import). Two passes:
 
-1. stream the source in record batches (CSV and Parquet are never loaded whole); each batch updates the profile,
-   contributes its label column, and is spilled to a temporary Arrow IPC file;
+1. read the source as pieces of one table (readers.py): the whole table at once when it fits in memory (Arrow's
+   threaded readers), else one piece per streamed block, spilled to a temporary Arrow IPC file so that memory stays
+   bounded whatever the file size; keep the label column;
 2. from the labels alone, resolve the problem type and assign every row to a split (seeded, stratified for
-   classification), then stream the spilled batches into the three Parquet files.
+   classification); then, on one thread per core, write the three Parquet files (each goes through the pieces and
+   keeps its own rows) and profile the table.
 
 Outputs are written to temporary names and renamed at the end; on any failure none of the four outputs exists.
 """
@@ -17,7 +19,8 @@ import difflib
 import os
 import tempfile
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,14 +36,14 @@ from kfp_tabular.components.ingest_data.labels import (
     analyse_label,
     describe_label,
 )
-from kfp_tabular.components.ingest_data.profiling import DISTINCT_CAP, ProfileAccumulator, TableProfile
+from kfp_tabular.components.ingest_data.profiling import DISTINCT_CAP, TableProfile, profile_table
 from kfp_tabular.components.ingest_data.readers import RestartRead, TableReader, resolve_format
 from kfp_tabular.components.ingest_data.sources import open_source
 from kfp_tabular.components.ingest_data.splitting import SPLITS, SplitPlan, assign_splits
 from kfp_tabular.errors import ConfigError, DataValidationError
 
 FILE_FORMATS = ("auto", "csv", "parquet", "jsonl")
-ROW_GROUP_ROWS = 128 * 1024
+ROW_GROUP_BYTES = 64 << 20  # rows of one split gathered in memory before they are written
 MAX_RESTARTS = 64
 
 
@@ -102,13 +105,6 @@ class IngestResult:
     profile_markdown: str
 
 
-@dataclass
-class _Scan:
-    schema: pa.Schema
-    label: pa.Array
-    profile: TableProfile
-
-
 def ingest(
     source_uri: str,
     config: IngestConfig,
@@ -135,6 +131,8 @@ def ingest(
                 reader = TableReader(source, fmt, config.encoding)
                 spill = Path(tmp) / "rows.arrow"
                 scan = _scan(reader, config.label, spill)
+                # Arrow's allocator keeps the parser's scratch memory (more than the table itself): give it back.
+                pa.default_memory_pool().release_unused()
                 label = analyse_label(scan.label, config.label, config.problem_type, source.display)
                 plan = assign_splits(
                     label, config.validation_fraction, config.test_fraction, config.seed, source.display
@@ -142,18 +140,18 @@ def ingest(
                 for name, path in outputs.items():
                     path.parent.mkdir(parents=True, exist_ok=True)
                     staged[name] = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                rows = _write_splits(spill, scan.schema, plan, staged)
+                written, profile = _write_and_profile(scan.pieces, plan, staged)
             splits = {
                 name: {
-                    "rows": rows[name],
-                    "sha256": sha256_file(staged[name]),
+                    "rows": written[name][0],
+                    "sha256": written[name][1],
                     "columns": scan.schema.names,
                     "label": config.label,
                     "problem_type": label.problem_type,
                 }
                 for name in SPLITS
             }
-            text = render_profile(source_uri, fmt.kind, config, scan.profile, label, plan, splits)
+            text = render_profile(source_uri, fmt.kind, config, profile, label, plan, splits)
             write_text_atomic(Path(profile_path), text)
             for name, path in outputs.items():
                 os.replace(staged.pop(name), path)
@@ -161,7 +159,6 @@ def ingest(
             for leftover in staged.values():
                 leftover.unlink(missing_ok=True)
 
-    profile = scan.profile
     metrics = {
         "rows": profile.rows,
         "columns": len(profile.columns),
@@ -180,8 +177,49 @@ def ingest(
     )
 
 
+@dataclass
+class _Scan:
+    schema: pa.Schema
+    label: pa.Array
+    pieces: _Pieces
+
+
+class _Pieces:
+    """The table between the two passes: kept as read when it was read whole, else spilled to an Arrow IPC file.
+
+    Iterating yields the pieces in order; several threads may iterate at once (each reads the spill on its own).
+    """
+
+    def __init__(self, schema: pa.Schema, spill: Path | None) -> None:
+        self.schema = schema
+        self.spill = spill
+        self._kept: list[pa.Table] = []
+        self._sink = None if spill is None else pa.OSFile(str(spill), "wb")
+        self._writer = None if self._sink is None else pa.ipc.new_file(self._sink, schema)
+
+    def add(self, piece: pa.Table) -> None:
+        if self._writer is None:
+            self._kept.append(piece)
+        else:
+            self._writer.write_table(piece)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        if self.spill is None:
+            yield from self._kept
+            return
+        with pa.OSFile(str(self.spill), "rb") as source:
+            spilled = pa.ipc.open_file(source)
+            for index in range(spilled.num_record_batches):
+                yield pa.Table.from_batches([spilled.get_batch(index)])
+
+
 def _scan(reader: TableReader, label: str, spill: Path) -> _Scan:
-    """Pass 1: profile, collect the label, spill the batches; read again when the reader widens a column."""
+    """Pass 1: collect the label, keep or spill the pieces; read again when the reader widens a column."""
     for _ in range(MAX_RESTARTS):
         try:
             return _scan_once(reader, label, spill)
@@ -194,29 +232,29 @@ def _scan(reader: TableReader, label: str, spill: Path) -> _Scan:
 
 
 def _scan_once(reader: TableReader, label: str, spill: Path) -> _Scan:
-    schema, batches = reader.open()
+    opened = reader.open()
+    schema = opened.schema
     display = reader.source.display
     _check_columns(schema, label, display)
-    label_index = schema.get_field_index(label)
     labels: list[pa.Array] = []
-    with (
-        ProfileAccumulator(schema, DISTINCT_CAP) as accumulator,
-        pa.OSFile(str(spill), "wb") as sink,
-        pa.ipc.new_file(sink, schema) as writer,
-    ):
-        for batch in batches:
-            if batch.num_rows == 0:
+    rows = 0
+    pieces = _Pieces(schema, None if opened.whole else spill)
+    try:
+        for piece in opened.pieces:
+            if piece.num_rows == 0:
                 continue
-            accumulator.add(batch)
-            labels.append(batch.column(label_index))
-            writer.write_batch(batch)
-    if accumulator.rows == 0:
+            rows += piece.num_rows
+            labels += piece.column(label).chunks
+            pieces.add(piece)
+    finally:
+        pieces.close()
+    if rows == 0:
         raise DataValidationError(
             f"{display}: the table has columns ({', '.join(schema.names[:10])}{', …' if len(schema) > 10 else ''}) "
             "but no data rows; upload the full table"
         )
-    label_values = pa.concat_arrays(labels) if labels else pa.array([], schema.field(label_index).type)
-    return _Scan(schema=schema, label=label_values, profile=accumulator.finish())
+    label_values = pa.chunked_array(labels, schema.field(label).type).combine_chunks()
+    return _Scan(schema=schema, label=label_values, pieces=pieces)
 
 
 def _check_columns(schema: pa.Schema, label: str, display: str) -> None:
@@ -242,60 +280,58 @@ def _check_columns(schema: pa.Schema, label: str, display: str) -> None:
         )
 
 
-def _write_splits(spill: Path, schema: pa.Schema, plan: SplitPlan, staged: dict[str, Path]) -> dict[str, int]:
-    """Pass 2: stream the spilled batches into one Parquet writer per split (row groups of ~128k rows).
+def _write_and_profile(
+    pieces: _Pieces, plan: SplitPlan, staged: dict[str, Path]
+) -> tuple[dict[str, tuple[int, str]], TableProfile]:
+    """Pass 2: write the three Parquet files and profile the table, on one thread per core.
 
-    Each split has its own writer thread (Parquet encoding releases the GIL); at most one row group per split waits
-    to be written, which bounds memory.
+    Parquet encoding and the profile's Arrow / NumPy work release the GIL. Writing one file is serial work, and
+    the train file is the biggest: it starts first, the other files next, and the profile's column work fills the
+    cores as they come free.
     """
-    writers = {code: pq.ParquetWriter(str(staged[name]), schema) for code, name in enumerate(SPLITS)}
-    threads = {
-        code: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{SPLITS[code]}")
-        for code in writers
-    }
-    in_flight: dict[int, Future | None] = dict.fromkeys(writers)
-    pending: dict[int, list[pa.RecordBatch]] = {code: [] for code in writers}
-    pending_rows = dict.fromkeys(writers, 0)
-    written = dict.fromkeys(writers, 0)
+    workers = _cores()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
+        futures = {
+            name: pool.submit(_write_split, pieces, plan.assignment, code, staged[name])
+            for code, name in enumerate(SPLITS)
+        }
+        profile = profile_table(pieces, pieces.schema, pool, workers)
+        return {name: future.result() for name, future in futures.items()}, profile
 
-    def flush(code: int) -> None:
-        if in_flight[code] is not None:
-            in_flight[code].result()
-        if pending[code]:
-            table = pa.Table.from_batches(pending[code], schema)
-            in_flight[code] = threads[code].submit(
-                writers[code].write_table, table, row_group_size=ROW_GROUP_ROWS
-            )
-            written[code] += pending_rows[code]
-            pending[code], pending_rows[code] = [], 0
 
+def _cores() -> int:
+    """The cores this process may use (a container may restrict them below ``os.cpu_count()``)."""
     try:
-        with pa.OSFile(str(spill), "rb") as source:
-            spilled = pa.ipc.open_file(source)
-            offset = 0
-            for index in range(spilled.num_record_batches):
-                batch = spilled.get_batch(index)
-                codes = plan.assignment[offset : offset + batch.num_rows]
-                offset += batch.num_rows
-                for code in writers:
-                    mask = codes == code
-                    count = int(np.count_nonzero(mask))
-                    if count == 0:
-                        continue
-                    pending[code].append(batch if count == batch.num_rows else batch.filter(pa.array(mask)))
-                    pending_rows[code] += count
-                    if pending_rows[code] >= ROW_GROUP_ROWS:
-                        flush(code)
-            for code in writers:
-                flush(code)
-            for future in in_flight.values():
-                if future is not None:
-                    future.result()
-    finally:
-        for code, writer in writers.items():
-            threads[code].shutdown(wait=True)
-            writer.close()
-    return {SPLITS[code]: rows for code, rows in written.items()}
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _write_split(pieces: _Pieces, assignment: np.ndarray, code: int, path: Path) -> tuple[int, str]:
+    """Write the rows assigned ``code``, in order; return their count and the file's sha256.
+
+    Rows are gathered until they make ``ROW_GROUP_BYTES`` (or the table ends), then written as row groups of
+    Parquet's default size: a table read whole is written in one call, a streamed one in bounded steps.
+    """
+    rows = offset = pending_bytes = 0
+    pending: list[pa.Table] = []
+    with pq.ParquetWriter(str(path), pieces.schema) as writer:
+        for piece in pieces:
+            mask = assignment[offset : offset + piece.num_rows] == code
+            offset += piece.num_rows
+            count = int(np.count_nonzero(mask))
+            if count == 0:
+                continue
+            part = piece if count == piece.num_rows else piece.filter(pa.array(mask))
+            pending.append(part)
+            pending_bytes += part.nbytes
+            rows += count
+            if pending_bytes >= ROW_GROUP_BYTES:
+                writer.write_table(pa.concat_tables(pending))
+                pending, pending_bytes = [], 0
+        if pending:
+            writer.write_table(pa.concat_tables(pending))
+    return rows, sha256_file(path)
 
 
 def _percent(fraction: float) -> str:

@@ -69,19 +69,24 @@ def analyse_label(label: pa.Array, name: str, requested: str, display: str) -> L
         raise DataValidationError(
             f"{display}: label column `{name}` is missing in all {rows} rows; choose another label column or fill it"
         )
-    present = label.filter(pa.array(valid))
-    counts = pc.value_counts(present)
-    distinct = len(counts)
+    # One hash pass: the codes split the rows by class, their counts give the classes and the distinct values.
+    encoded = pc.dictionary_encode(label)
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    codes[~valid] = -1  # NaN labels are valid to Arrow but missing to us
+    tallies = np.bincount(codes[valid], minlength=len(encoded.dictionary))
+    seen = np.flatnonzero(tallies)  # dictionary entries with a labelled row (not a NaN's)
+    values = encoded.dictionary.take(pa.array(seen))  # the distinct labels, in order of appearance
+    distinct = len(values)
     if distinct < 2:
-        only = counts.field("values")[0].as_py()
         raise DataValidationError(
-            f"{display}: label column `{name}` has a single value ({only!r}) in all {labelled} rows that have a "
-            "label: there is nothing to learn. A classifier needs at least 2 classes; check the label column"
+            f"{display}: label column `{name}` has a single value ({values[0].as_py()!r}) in all {labelled} rows "
+            "that have a label: there is nothing to learn. A classifier needs at least 2 classes; check the label "
+            "column"
         )
 
-    problem_type, reason = _resolve(requested, present, data_type, distinct, labelled, name, display)
+    problem_type, reason = _resolve(requested, values, data_type, distinct, labelled, name, display)
     if problem_type == "regression":
-        numbers = pc.cast(present, pa.float64()).to_numpy(zero_copy_only=False)
+        numbers = pc.cast(label, pa.float64()).to_numpy(zero_copy_only=False)[valid]
         stats = {
             "min": float(numbers.min()),
             "max": float(numbers.max()),
@@ -90,18 +95,15 @@ def analyse_label(label: pa.Array, name: str, requested: str, display: str) -> L
         }
         return LabelSummary(name, problem_type, reason, valid, None, (), stats)
 
-    encoded = pc.dictionary_encode(label)
-    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-    codes[~valid] = -1  # NaN labels are valid to Arrow but missing to us
-    order = np.argsort(-counts.field("counts").to_numpy(zero_copy_only=False), kind="stable")
-    values, tallies = counts.field("values").to_pylist(), counts.field("counts").to_pylist()
-    classes = tuple((values[i], int(tallies[i])) for i in order)
+    counts = tallies[seen]
+    listed = values.to_pylist()
+    classes = tuple((listed[i], int(counts[i])) for i in np.argsort(-counts, kind="stable"))
     return LabelSummary(name, problem_type, reason, valid, codes, classes, {})
 
 
 def _resolve(
     requested: str,
-    present: pa.Array,
+    values: pa.Array,
     data_type: pa.DataType,
     distinct: int,
     labelled: int,
@@ -138,7 +140,7 @@ def _resolve(
             return "multiclass", f"integer label with few distinct values ({distinct} of {labelled} rows)"
         return "regression", f"integer label with many distinct values ({distinct} of {labelled} rows)"
     if few:
-        numbers = present.to_numpy(zero_copy_only=False)
+        numbers = values.to_numpy(zero_copy_only=False)
         if np.array_equal(numbers, np.trunc(numbers)):
             return (
                 "multiclass",

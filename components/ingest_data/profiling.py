@@ -1,14 +1,18 @@
-"""Data profile accumulated batch by batch: per column type, missing values and distinct values; duplicate rows.
+"""Data profile of a table read piece by piece: per column type, missing and distinct values; duplicate rows.
 
-Everything is computed in one streaming pass with bounded memory. Distinct values are counted exactly up to
-``DISTINCT_CAP`` per column (beyond that the profile says "more than"). Exact duplicate rows are counted from a
-64-bit hash of every row (collisions are negligible: about n² / 2⁶⁵, i.e. below 10⁻⁶ for ten million rows).
+A piece is the whole table (read whole) or one streamed block; memory stays bounded by the pieces plus 8 bytes per
+row. Every column is dictionary-encoded by Arrow (one hash pass): the dictionary gives the distinct values, counted
+exactly up to ``DISTINCT_CAP`` per column (beyond that the profile says "more than"), and only the dictionary's
+values are hashed, then gathered per row. Exact duplicate rows are counted from a 64-bit hash of every row, the sum
+of its columns' value hashes, each mixed with the column's position (collisions are negligible: about n² / 2⁶⁵,
+i.e. below 10⁻⁶ for ten million rows).
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
+import itertools
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +23,8 @@ import pyarrow.compute as pc
 DISTINCT_CAP = 100_000
 
 _NULL_KEY = np.uint64(0x5BD1E9955BD1E995)
-_ROW_PRIME = np.uint64(0x100000001B3)
+_GOLDEN = 0x9E3779B97F4A7C15
+_MASK = 0xFFFFFFFFFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -53,83 +58,58 @@ def type_name(data_type: pa.DataType) -> str:
     return names.get(data_type, str(data_type))
 
 
-def _scramble(keys: np.ndarray, index: int) -> np.ndarray:
-    """Mix a column's 64-bit keys with a per-column odd multiplier (xor-shift, multiply, xor-shift)."""
-    z = keys ^ (keys >> np.uint64(31))
-    z *= _multiplier(index)
-    z ^= z >> np.uint64(29)
-    return z
+def _mix(keys: np.ndarray, index: int) -> np.ndarray:
+    """SplitMix64's finalizer over ``keys`` salted with the column position: equal values in two columns differ."""
+    z = keys + np.uint64(((index + 1) * _GOLDEN) & _MASK)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
-def _multiplier(index: int) -> np.uint64:
-    """A different odd constant per column position, so that equal values in two columns hash differently."""
-    return np.uint64((((index + 1) * 0x9E3779B97F4A7C15) | 1) & 0xFFFFFFFFFFFFFFFF)
+def value_keys(values: pa.Array) -> np.ndarray:
+    """A 64-bit key per value (no nulls), equal for equal values, whatever piece of the table they come from.
 
-
-def _raw_values(column: pa.Array, dtype: type) -> np.ndarray:
-    """The value buffer of a fixed-width column, without copying; slots of nulls hold arbitrary values."""
-    buffer = column.buffers()[1]
-    if buffer is None:  # an all-null array may have no value buffer
-        return np.zeros(len(column), dtype=dtype)
-    return np.frombuffer(buffer, dtype=dtype, count=len(column) + column.offset)[column.offset :]
-
-
-def _hash_objects(values: np.ndarray) -> np.ndarray:
-    return pd.util.hash_array(values, categorize=False).astype(np.uint64, copy=False)
-
-
-def column_keys(column: pa.Array) -> tuple[np.ndarray, pa.Array | None]:
-    """Per row a 64-bit key equal for equal values, and the column's distinct non-null values (None: unsupported).
-
-    Numbers, booleans and times use their exact bit pattern; text is dictionary-encoded by Arrow so that only the
-    distinct strings of the batch are hashed.
+    Numbers, booleans and times use their exact bit pattern; text and anything else is hashed by pandas.
     """
-    data_type = column.type
-    uniques: pa.Array | None
+    data_type = values.type
+    if pa.types.is_floating(data_type):
+        return values.cast(pa.float64()).to_numpy().view(np.uint64)
+    if pa.types.is_integer(data_type) or pa.types.is_boolean(data_type):
+        # uint64 values above 2⁶³ wrap around: still one key each
+        return pc.cast(values, pa.int64(), safe=False).to_numpy().view(np.uint64)
+    if pa.types.is_temporal(data_type) and data_type.bit_width in (32, 64):
+        # dates, times, timestamps, durations: their integer ticks
+        ticks = values.view(pa.int32() if data_type.bit_width == 32 else pa.int64())
+        return ticks.cast(pa.int64()).to_numpy().view(np.uint64)
     if pa.types.is_string(data_type) or pa.types.is_binary(data_type):
+        objects = values.to_numpy(zero_copy_only=False)
+    else:  # decimals, nested and exotic types: exact through their Python representation
+        objects = np.array([repr(value) for value in values.to_pylist()], dtype=object)
+    return pd.util.hash_array(objects, categorize=False).astype(np.uint64, copy=False)
+
+
+def column_keys(column: pa.ChunkedArray, index: int) -> tuple[np.ndarray, pa.Array]:
+    """Per row a 64-bit key of the value (nulls included) mixed with the column position, and the distinct values."""
+    try:
         encoded = pc.dictionary_encode(column)
-        uniques = encoded.dictionary
-        if len(uniques) == 0:
-            return np.full(len(column), _NULL_KEY, dtype=np.uint64), uniques
-        dictionary_keys = _hash_objects(uniques.to_numpy(zero_copy_only=False))
-        keys = dictionary_keys[pc.fill_null(encoded.indices, 0).to_numpy()]
-    elif (
-        pa.types.is_integer(data_type)
-        or pa.types.is_floating(data_type)
-        or pa.types.is_boolean(data_type)
-        or (pa.types.is_temporal(data_type) and data_type.bit_width in (32, 64))
-        or pa.types.is_decimal(data_type)
-    ):
-        uniques = pc.unique(column).drop_null()
-        if pa.types.is_floating(data_type) or pa.types.is_decimal(data_type):
-            keys = _raw_values(
-                column if data_type == pa.float64() else pc.cast(column, pa.float64()), np.float64
-            )
-        else:
-            if pa.types.is_temporal(data_type):  # dates, times, timestamps, durations: their integer ticks
-                column = column.view(pa.int32() if data_type.bit_width == 32 else pa.int64())
-            if column.type != pa.int64():
-                column = pc.cast(column, pa.int64(), safe=False)  # uint64 above 2⁶³ wraps: still one key each
-            keys = _raw_values(column, np.int64)
-        keys = keys.view(np.uint64)
-    else:  # nested or exotic types: slow but exact through their Python representation
-        values = np.array([repr(v) for v in column.to_pylist()], dtype=object)
-        keys = _hash_objects(values)
-        valid = pc.drop_null(column).to_pylist()
-        uniques = pa.array(sorted({repr(v) for v in valid}), type=pa.string())
-    keys = np.array(keys, dtype=np.uint64)  # a private, writable copy
-    if column.null_count:
-        keys[column.is_null().to_numpy(zero_copy_only=False)] = _NULL_KEY
-    return keys, uniques
-
-
-def _scrambled_keys(index: int, column: pa.Array) -> tuple[np.ndarray, pa.Array | None]:
-    keys, uniques = column_keys(column)
-    return _scramble(keys, index), uniques
+    except pa.ArrowNotImplementedError:  # lists, structs, maps: encode their text representation instead
+        texts = [None if value is None else repr(value) for value in column.to_pylist()]
+        encoded = pc.dictionary_encode(pa.chunked_array([pa.array(texts, pa.string())]))
+    # Arrow gives every chunk the same dictionary: the table's distinct non-null values, in order of appearance.
+    uniques = encoded.chunk(0).dictionary
+    keys = _mix(np.append(value_keys(uniques), _NULL_KEY), index)
+    null_code = len(uniques)  # nulls point at the extra key appended above
+    rows = np.empty(len(column), dtype=np.uint64)
+    start = 0
+    for chunk in encoded.chunks:
+        codes = chunk.indices if chunk.null_count == 0 else pc.fill_null(chunk.indices, null_code)
+        np.take(keys, codes.to_numpy(), out=rows[start : start + len(chunk)])
+        start += len(chunk)
+    return rows, uniques
 
 
 class _DistinctCounter:
-    """Exact distinct count of one column up to a cap, merging per-batch unique values with Arrow."""
+    """Exact distinct count of one column up to a cap, merging per-piece distinct values with Arrow."""
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
@@ -137,11 +117,8 @@ class _DistinctCounter:
         self.pending = 0
         self.over = False
 
-    def add(self, uniques: pa.Array | None) -> None:
+    def add(self, uniques: pa.Array) -> None:
         if self.over:
-            return
-        if uniques is None:
-            self.over = True
             return
         self.parts.append(uniques)
         self.pending += len(uniques)
@@ -164,47 +141,59 @@ class _DistinctCounter:
         return None if self.over else len(self.parts[0])
 
 
-class ProfileAccumulator:
-    """Feed record batches with :meth:`add`, then :meth:`finish` for the :class:`TableProfile`; use with ``with``."""
+def profile_table(
+    pieces: Iterable[pa.Table],
+    schema: pa.Schema,
+    pool: Executor,
+    workers: int,
+    distinct_cap: int = DISTINCT_CAP,
+) -> TableProfile:
+    """Profile a table given piece by piece, running the column work on ``pool``.
 
-    def __init__(self, schema: pa.Schema, distinct_cap: int = DISTINCT_CAP) -> None:
-        self.schema = schema
-        self.rows = 0
-        self._missing = [0] * len(schema)
-        self._distinct = [_DistinctCounter(distinct_cap) for _ in schema]
-        self._row_hashes: list[np.ndarray] = []
-        self._pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="profile")
+    For each piece, ``workers`` tasks go to the pool and share its columns (Arrow and NumPy release the GIL); they
+    run whenever the pool's other jobs leave a thread free.
+    """
+    rows = 0
+    missing = [0] * len(schema)
+    distinct = [_DistinctCounter(distinct_cap) for _ in schema]
+    row_hashes: list[np.ndarray] = []
+    for piece in pieces:
+        next_column = itertools.count().__next__  # shared by the tasks; one C call, so thread-safe
+        tasks = [
+            pool.submit(_key_columns, piece, next_column, missing, distinct)
+            for _ in range(min(workers, piece.num_columns))
+        ]
+        row_hash = tasks[0].result()
+        for task in tasks[1:]:
+            row_hash += task.result()
+        row_hashes.append(row_hash)
+        rows += piece.num_rows
 
-    def add(self, batch: pa.RecordBatch) -> None:
-        """Account for one batch (columns are keyed in parallel: Arrow and NumPy release the GIL)."""
-        keyed = self._pool.map(_scrambled_keys, range(batch.num_columns), batch.columns)
-        row_hash = np.zeros(batch.num_rows, dtype=np.uint64)
-        for index, (column, (keys, uniques)) in enumerate(zip(batch.columns, keyed, strict=True)):
-            self._missing[index] += column.null_count
-            self._distinct[index].add(uniques)
-            row_hash ^= keys
-            row_hash *= _ROW_PRIME
-        self._row_hashes.append(row_hash)
-        self.rows += batch.num_rows
+    hashes = np.concatenate(row_hashes) if row_hashes else np.zeros(0, dtype=np.uint64)
+    hashes.sort()
+    duplicates = int(np.count_nonzero(hashes[1:] == hashes[:-1]))
+    columns = tuple(
+        ColumnProfile(field.name, type_name(field.type), nulls, counter.count())
+        for field, nulls, counter in zip(schema, missing, distinct, strict=True)
+    )
+    return TableProfile(rows=rows, columns=columns, duplicate_rows=duplicates)
 
-    def close(self) -> None:
-        """Stop the worker threads."""
-        self._pool.shutdown()
 
-    def __enter__(self) -> ProfileAccumulator:
-        return self
+def _key_columns(
+    piece: pa.Table,
+    next_column: Callable[[], int],
+    missing: list[int],
+    distinct: list[_DistinctCounter],
+) -> np.ndarray:
+    """One task of :func:`profile_table`: take columns until none is left; return the sum of their row keys.
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def finish(self) -> TableProfile:
-        """The profile of everything added so far."""
-        hashes = np.concatenate(self._row_hashes) if self._row_hashes else np.zeros(0, dtype=np.uint64)
-        self._row_hashes = []
-        hashes.sort()
-        duplicates = int(np.count_nonzero(hashes[1:] == hashes[:-1]))
-        columns = tuple(
-            ColumnProfile(field.name, type_name(field.type), missing, counter.count())
-            for field, missing, counter in zip(self.schema, self._missing, self._distinct, strict=True)
-        )
-        return TableProfile(rows=self.rows, columns=columns, duplicate_rows=duplicates)
+    Summing as it goes keeps one task's memory at two arrays of row keys, however many columns it takes.
+    """
+    total = np.zeros(piece.num_rows, dtype=np.uint64)
+    while (index := next_column()) < piece.num_columns:
+        column = piece.column(index)
+        keys, uniques = column_keys(column, index)
+        total += keys  # wraps modulo 2⁶⁴
+        missing[index] += column.null_count
+        distinct[index].add(uniques)
+    return total

@@ -1,10 +1,12 @@
-"""Readers: a local CSV, Parquet or JSON Lines file as a stream of Arrow record batches with one fixed schema.
+"""Readers: a local CSV, Parquet or JSON Lines file as Arrow tables with one fixed schema.
 
-CSV, Parquet and JSON Lines are streamed (``pyarrow.csv.open_csv``, ``ParquetFile.iter_batches``,
-``pyarrow.json.open_json``) so memory stays bounded by a few blocks whatever the file size. The streaming readers
-infer column types from the first block; when a later CSV block disagrees (an integer column that turns out to hold
-``3.5``) the reader widens that column and asks the caller to read again (:class:`RestartRead`); a JSON Lines file
-whose later records add fields is read again whole (``read_json`` unifies the blocks). Errors are diagnosed on the
+A file whose table fits in ``WHOLE_READ_BYTES`` is read whole with Arrow's threaded readers (``read_csv``,
+``ParquetFile.read``, ``read_json``: every core parses, and types are inferred from all blocks). A bigger file is
+streamed (``open_csv``, ``ParquetFile.iter_batches``, ``open_json``) so memory stays bounded by a few blocks; the
+streaming readers infer column types from the first block, so when a later CSV block disagrees (an integer column
+that turns out to hold ``3.5``) the reader widens that column and asks the caller to read again
+(:class:`RestartRead`); a JSON Lines file whose later records add fields is read again whole. Either way the caller
+sees the same thing: pieces of one table (the whole table, or one piece per block). Errors are diagnosed on the
 error path only, with a second look at the file in Python, so that messages name physical line numbers as an editor
 shows them.
 """
@@ -25,7 +27,6 @@ from queue import Full, Queue
 from typing import IO
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
@@ -34,6 +35,8 @@ from kfp_tabular.components.ingest_data.sources import LocalSource
 from kfp_tabular.errors import DataValidationError
 
 BLOCK_SIZE = 8 << 20  # bytes of text per CSV / JSON block: the unit of streaming and of CSV type inference
+WHOLE_READ_BYTES = 256 << 20  # a table estimated at most this big in memory is read whole, with every core
+COMPRESSED_TEXT_RATIO = 8  # how much a gzip / bz2 CSV or JSON Lines file is assumed to expand
 PARQUET_BATCH_ROWS = 128 * 1024
 MAX_LISTED = 20  # line numbers spelled out in one message
 
@@ -121,15 +124,15 @@ def _normalized_type(data_type: pa.DataType) -> pa.DataType:
 
 
 def normalized_schema(schema: pa.Schema) -> pa.Schema:
-    """The schema every batch is cast to (metadata from the source dropped)."""
+    """The schema every piece is cast to (metadata from the source dropped)."""
     return pa.schema([pa.field(f.name, _normalized_type(f.type)) for f in schema])
 
 
-def prefetched(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
-    """Iterate ``batches`` in a background thread, ``depth`` batches ahead.
+def prefetched(pieces: Iterator[pa.Table], depth: int = 2) -> Iterator[pa.Table]:
+    """Iterate ``pieces`` in a background thread, ``depth`` pieces ahead.
 
     Arrow's streaming CSV reader parses a block only when asked for it; reading ahead in a thread lets parsing
-    overlap with the caller's work on the previous batch. Errors are re-raised in the caller's thread.
+    overlap with the caller's work on the previous piece. Errors are re-raised in the caller's thread.
     """
     queue: Queue = Queue(maxsize=depth)
     stop = threading.Event()
@@ -146,8 +149,8 @@ def prefetched(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa
 
     def produce() -> None:
         try:
-            for batch in batches:
-                if not put(batch):
+            for piece in pieces:
+                if not put(piece):
                     return
             put(done)
         except BaseException as error:  # handed over to the consumer, which raises it
@@ -173,19 +176,24 @@ class _Failure:
     error: BaseException
 
 
-def _cast_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    if batch.schema.equals(schema, check_metadata=False):
-        return batch if not batch.schema.metadata else batch.replace_schema_metadata(None)
-    columns = [
-        column if column.type == target.type else pc.cast(column, target.type)
-        for column, target in zip(batch.columns, schema, strict=True)
-    ]
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
+def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    if table.schema.equals(schema, check_metadata=False):
+        return table.replace_schema_metadata(None) if table.schema.metadata else table
+    return table.cast(schema)
+
+
+@dataclass(frozen=True)
+class OpenedTable:
+    """What :meth:`TableReader.open` returns: the normalized schema and the table's pieces, cast to it."""
+
+    schema: pa.Schema
+    pieces: Iterator[pa.Table]  # the whole table as one piece, or one piece per streamed block
+    whole: bool  # True when the file was read whole: the piece is already in memory
 
 
 @dataclass
 class TableReader:
-    """Reads one local file in batches; ``open()`` may be called again after :class:`RestartRead`."""
+    """Reads one local file, whole or in blocks; ``open()`` may be called again after :class:`RestartRead`."""
 
     source: LocalSource
     fmt: FileFormat
@@ -199,45 +207,78 @@ class TableReader:
         """Whether the configured encoding is UTF-8 (the only one Arrow reads without transcoding)."""
         return _arrow_encoding(self.encoding) == "utf8"
 
-    def open(self) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        """Return the (normalized) schema and an iterator over batches cast to it."""
+    def estimated_bytes(self) -> int:
+        """A rough size of the table in memory, to choose between reading it whole and streaming it."""
+        size = self.source.path.stat().st_size
+        if self.fmt.kind != "parquet":
+            return size * (COMPRESSED_TEXT_RATIO if self.fmt.compression else 1)
+        try:
+            metadata = pq.read_metadata(self.source.path)
+        except (pa.ArrowInvalid, OSError):
+            return size  # the read reports the damage
+        # Parquet records its encoded size; values that were dictionary- or run-length encoded take more in Arrow.
+        encoded = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+        return encoded + 8 * metadata.num_rows * metadata.num_columns
+
+    def open(self) -> OpenedTable:
+        """Read the file whole (all cores) when it fits in ``WHOLE_READ_BYTES``, else open a stream of blocks."""
         if self.source.path.stat().st_size == 0:
             raise DataValidationError(
                 f"{self.source.display}: the file is empty (0 bytes); upload the full table"
             )
-        opener = {"csv": self._open_csv, "parquet": self._open_parquet, "jsonl": self._open_jsonl}[
-            self.fmt.kind
-        ]
+        kind = self.fmt.kind
+        if self._json_whole or self.estimated_bytes() <= WHOLE_READ_BYTES:
+            read = {"csv": self._read_csv, "parquet": self._read_parquet, "jsonl": self._read_jsonl}[kind]
+            table = read()
+            schema = normalized_schema(table.schema)
+            return OpenedTable(schema, iter([_cast(table, schema)]), whole=True)
+        opener = {"csv": self._open_csv, "parquet": self._open_parquet, "jsonl": self._open_jsonl}[kind]
         raw_schema, batches = opener()
         schema = normalized_schema(raw_schema)
-        return schema, prefetched(_cast_batch(batch, schema) for batch in batches)
+        pieces = (_cast(pa.Table.from_batches([batch]), schema) for batch in batches)
+        return OpenedTable(schema, prefetched(pieces), whole=False)
 
     # ---------------------------------------------------------------------------------------------- CSV
 
-    def _open_csv(self) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    def _csv_options(self, use_threads: bool) -> dict:
         self._bad_rows = 0
 
         def on_invalid_row(row) -> str:
             self._bad_rows += 1
             return "error"  # stop here; the diagnosis collects every malformed line in one pass
 
-        read_options = pcsv.ReadOptions(block_size=BLOCK_SIZE, encoding=_arrow_encoding(self.encoding))
-        parse_options = pcsv.ParseOptions(delimiter=self.fmt.delimiter, invalid_row_handler=on_invalid_row)
-        convert_options = pcsv.ConvertOptions(strings_can_be_null=True, column_types=self.column_types)
-        try:
-            reader = pcsv.open_csv(
-                str(self.source.path),
-                read_options=read_options,
-                parse_options=parse_options,
-                convert_options=convert_options,
-            )
-        except (pa.ArrowInvalid, UnicodeError) as error:
-            raise self._csv_failure(error) from error
-        if self.is_utf8 and any(pa.types.is_binary(f.type) for f in reader.schema):
+        return {
+            "read_options": pcsv.ReadOptions(
+                block_size=BLOCK_SIZE, encoding=_arrow_encoding(self.encoding), use_threads=use_threads
+            ),
+            "parse_options": pcsv.ParseOptions(
+                delimiter=self.fmt.delimiter, invalid_row_handler=on_invalid_row
+            ),
+            "convert_options": pcsv.ConvertOptions(strings_can_be_null=True, column_types=self.column_types),
+        }
+
+    def _check_text_columns(self, schema: pa.Schema) -> None:
+        if self.is_utf8 and any(pa.types.is_binary(f.type) for f in schema):
             # Arrow types a column that is not valid UTF-8 as binary instead of failing: that is an encoding error.
             raise self._encoding_failure() or DataValidationError(
                 f"{self.source.display}: some columns are not valid UTF-8 text; pass the file's encoding="
             )
+
+    def _read_csv(self) -> pa.Table:
+        # The threaded reader infers each column's type from every block, so it never needs a restart.
+        try:
+            table = pcsv.read_csv(str(self.source.path), **self._csv_options(use_threads=True))
+        except (pa.ArrowInvalid, UnicodeError) as error:
+            raise self._csv_failure(error) from error
+        self._check_text_columns(table.schema)
+        return table
+
+    def _open_csv(self) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        try:
+            reader = pcsv.open_csv(str(self.source.path), **self._csv_options(use_threads=False))
+        except (pa.ArrowInvalid, UnicodeError) as error:
+            raise self._csv_failure(error) from error
+        self._check_text_columns(reader.schema)
         return reader.schema, self._iter_csv(reader)
 
     def _iter_csv(self, reader) -> Iterator[pa.RecordBatch]:
@@ -303,23 +344,34 @@ class TableReader:
 
     # -------------------------------------------------------------------------------------------- Parquet
 
-    def _open_parquet(self) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    def _parquet_file(self) -> pq.ParquetFile:
         try:
-            parquet = pq.ParquetFile(self.source.path)
+            return pq.ParquetFile(self.source.path)
         except (pa.ArrowInvalid, OSError) as error:
             raise DataValidationError(
                 f"{self.source.display}: not a readable Parquet file ({error}); check the file or pass the right "
                 "file_format"
             ) from error
+
+    def _damaged(self, error: Exception) -> DataValidationError:
+        return DataValidationError(f"{self.source.display}: the Parquet file is damaged: {error}")
+
+    def _read_parquet(self) -> pa.Table:
+        parquet = self._parquet_file()
+        try:
+            return parquet.read()
+        except (pa.ArrowInvalid, OSError) as error:
+            raise self._damaged(error) from error
+
+    def _open_parquet(self) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        parquet = self._parquet_file()
         return parquet.schema_arrow, self._iter_parquet(parquet)
 
     def _iter_parquet(self, parquet: pq.ParquetFile) -> Iterator[pa.RecordBatch]:
         try:
             yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
         except (pa.ArrowInvalid, OSError) as error:
-            raise DataValidationError(
-                f"{self.source.display}: the Parquet file is damaged: {error}"
-            ) from error
+            raise self._damaged(error) from error
 
     # ---------------------------------------------------------------------------------------- JSON Lines
 
@@ -329,19 +381,28 @@ class TableReader:
             return stream
         return pa.transcoding_input_stream(stream, _arrow_encoding(self.encoding), "utf8")
 
-    def _open_jsonl(self) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    def _check_json_encoding(self) -> None:
         if self.is_utf8:
             # Arrow's JSON reader replaces invalid UTF-8 with U+FFFD silently: check the bytes first.
             failure = self._encoding_failure(quick=True)
             if failure is not None:
                 raise failure
-        read_options = pjson.ReadOptions(block_size=BLOCK_SIZE)
+
+    def _read_jsonl(self) -> pa.Table:
+        # The whole-file reader unifies blocks that add fields or change number types: a failure here is final.
+        self._json_whole = True
+        self._check_json_encoding()
         try:
-            if self._json_whole:
-                # Later blocks added fields or changed number types: the whole-file reader unifies them.
-                table = pjson.read_json(self._json_input(), read_options=read_options)
-                return table.schema, iter(table.to_batches())
-            reader = pjson.open_json(self._json_input(), read_options=read_options)
+            return pjson.read_json(self._json_input(), read_options=pjson.ReadOptions(block_size=BLOCK_SIZE))
+        except (pa.ArrowInvalid, UnicodeError) as error:
+            raise self._json_failure(error) from error
+
+    def _open_jsonl(self) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        self._check_json_encoding()
+        try:
+            reader = pjson.open_json(
+                self._json_input(), read_options=pjson.ReadOptions(block_size=BLOCK_SIZE)
+            )
         except (pa.ArrowInvalid, UnicodeError) as error:
             raise self._json_failure(error) from error
         return reader.schema, self._iter_json(reader)

@@ -116,18 +116,14 @@ def assign_splits(
                 f"{int(np.count_nonzero(class_rows))} classes of label `{label.name}` have a single row, and every "
                 "class keeps its rows in train first. If the label is a quantity, use problem_type='regression'"
             )
-    # Rows grouped by class, in random order inside each class; the position inside the class picks the split.
+    # Rows grouped by class, in random order inside each class: each class's first rows go to test, the next to
+    # validation, the rest to train.
     shuffled = rng.permutation(len(rows))
     order = shuffled[np.argsort(codes[shuffled], kind="stable")]
-    grouped = codes[order]
-    starts = np.concatenate(([0], np.cumsum(class_rows)[:-1]))
-    position = np.arange(len(rows)) - starts[grouped]
-    split = np.where(
-        position < test[grouped],
-        TEST,
-        np.where(position < test[grouped] + validation[grouped], VALIDATION, TRAIN),
-    )
-    assignment[rows[order]] = split
+    train = class_rows - test - validation
+    runs = np.column_stack((test, validation, train)).ravel()
+    split = np.repeat(np.tile(np.array([TEST, VALIDATION, TRAIN], dtype=np.int8), len(class_rows)), runs)
+    assignment[order if len(rows) == len(assignment) else rows[order]] = split
     wanted = [code for code, size in ((VALIDATION, sizes[VALIDATION]), (TEST, sizes[TEST])) if size > 0]
     per_class = {TEST: test, VALIDATION: validation}
     small = class_rows > 0
