@@ -36,3 +36,49 @@ def _autogluon_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def penguins_csv() -> Path:
     """The bundled Palmer penguins CSV (344 rows, NA for missing values)."""
     return PENGUINS_CSV
+
+
+@pytest.fixture(scope="session")
+def tiny_savedmodel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real, tiny SavedModel shaped like an export: ``prediction = 2 * bill_length_mm + 1`` (+ signature JSON).
+
+    Two inputs (float64, string) as export_savedmodel builds them, one variable (so ``variables/`` matters) and
+    ``assets.extra/kfp_tabular_signature.json`` naming the same inputs and outputs.
+    """
+    import tensorflow as tf
+
+    from kfp_tabular.components.export_savedmodel.signature import (
+        SIGNATURE_FILE,
+        SIGNATURE_KEY,
+        InputColumn,
+        SignatureInfo,
+    )
+
+    class Tiny(tf.Module):
+        def __init__(self) -> None:
+            super().__init__(name="tiny")
+            self.weight = tf.Variable(2.0, dtype=tf.float64)
+
+        @tf.function(input_signature=[
+            tf.TensorSpec([None], tf.float64, name="bill_length_mm"),
+            tf.TensorSpec([None], tf.string, name="island"),
+        ])
+        def serve(self, bill_length_mm, island):
+            return {"prediction": tf.cast(self.weight * bill_length_mm + 1.0, tf.float32)}
+
+    folder = tmp_path_factory.mktemp("tiny") / "savedmodel"
+    module = Tiny()
+    tf.saved_model.save(module, str(folder), signatures={SIGNATURE_KEY: module.serve.get_concrete_function()})
+    signature = SignatureInfo(
+        inputs=(
+            InputColumn("bill_length_mm", "bill_length_mm", "float64", "float"),
+            InputColumn("island", "island", "string", "object"),
+        ),
+        problem_type="regression",
+        outputs={"prediction": "float32 [N]"},
+        label="body_mass_g",
+        model_name="tiny",
+    )
+    (folder / SIGNATURE_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (folder / SIGNATURE_FILE).write_text(signature.to_json(), encoding="utf-8")
+    return folder

@@ -72,6 +72,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fetch_model(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from kfp_tabular.serving.fetch import fetch_model
+
+    # Kubernetes stops an init container with SIGTERM; turning it into SystemExit runs the clean-up of the
+    # staging folder instead of dying on the spot.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    logging.basicConfig(level=logging.INFO, format="kfp-tabular fetch-model: %(message)s", stream=sys.stdout)
+    path = fetch_model(args.source_uri, args.dest, args.version)
+    print(f"Model version {path.name} is ready in {path}.")
+    return 0
+
+
 def _parse_param(item: str) -> tuple[str, object]:
     """``NAME=VALUE`` with numbers and booleans typed (the KFP API checks parameter types)."""
     name, sep, text = item.partition("=")
@@ -142,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=DEFAULT_YAML)
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter")
     p.set_defaults(func=_cmd_submit)
+
+    p = sub.add_parser(
+        "fetch-model",
+        help="copy one SavedModel version from S3/MinIO or a folder into <dest>/<version>/ for TF Serving",
+        description="Download, verify, then rename into place: a partial or corrupt model leaves no version "
+        "folder and exits non-zero. S3 credentials come from S3_ENDPOINT, AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY.",
+    )
+    p.add_argument("--source-uri", required=True, help="s3://bucket/path/<version>, a folder or file:///folder")
+    p.add_argument("--dest", required=True, type=Path, help="TF Serving base_path of the model, e.g. /models/tabular")
+    p.add_argument("--version", type=int, help="model version when the URI does not end in one")
+    p.set_defaults(func=_cmd_fetch_model)
     return parser
 
 

@@ -1,0 +1,381 @@
+"""Tree ensembles as flat node arrays, evaluated in TensorFlow with gathers over a fixed number of levels.
+
+Every family (LightGBM, XGBoost, scikit-learn forests) is turned into the same node table. One node decides
+
+    go_left = value is missing ? default_left : value <= threshold        (numeric split)
+    go_left = int(value) in category_set                                    (LightGBM categorical split)
+
+where "missing" is per node: NaN (LightGBM ``missing_type=NaN``, XGBoost) and/or exact zero (LightGBM
+``missing_type=Zero``). A NaN at a node that does not treat NaN as missing is read as 0, which is LightGBM's rule.
+XGBoost's ``value < threshold`` on float32 is turned into ``<=`` against the next float32 below the threshold,
+which is the same test for every float32 value; scikit-learn already uses ``<=``.
+
+All trees of a model are walked at once: the state is a [rows, trees] matrix of node ids and each level is a
+handful of gathers over per-node arrays. Nodes are renumbered so that a node's children are consecutive (next =
+left + went_right); leaves point to themselves, so walking a fixed number of levels (the deepest root-to-leaf
+path) leaves every row at its leaf, whatever the depth of its own tree. Large batches walk trees in groups of
+similar depth (deep forests mix depths); a few rows walk all trees in one group (fewer ops). No loops, no
+custom ops: tf2onnx converts it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Up to this many rows, all trees are walked as one group (fewer ops); larger batches use depth groups.
+SMALL_BATCH = 16
+# Columns of the integer node rows a TreeTable collects while trees are added.
+_FEATURE, _LEFT, _RIGHT, _DEFAULT_LEFT, _NAN_MISSING, _ZERO_MISSING, _CATEGORICAL, _CAT_ROW = range(8)
+
+
+@dataclass
+class TreeTable:
+    """Nodes of several trees in flat arrays; ``roots[t]`` is the node id of tree ``t``'s root.
+
+    Node rows are kept in numpy chunks (one per ``add_node`` call or per bulk-added tree) and joined by
+    :meth:`arrays`. ``values[node]`` is the leaf output vector (length ``n_outputs``); internal nodes hold zeros.
+    ``category_sets[row]`` lists the codes a categorical node with ``cat_row=row`` sends left (row 0: empty).
+    """
+
+    n_outputs: int
+    ints: list[np.ndarray] = field(default_factory=list)
+    thresholds: list[np.ndarray] = field(default_factory=list)
+    values: list[np.ndarray] = field(default_factory=list)
+    roots: list[int] = field(default_factory=list)
+    depths: list[int] = field(default_factory=list)
+    category_sets: list[set[int]] = field(default_factory=list)
+    n_nodes: int = 0
+
+    @property
+    def n_trees(self) -> int:
+        """Number of trees."""
+        return len(self.roots)
+
+    @property
+    def depth(self) -> int:
+        """Largest number of splits on a root-to-leaf path over all trees."""
+        return max(self.depths, default=0)
+
+    def add_node(
+        self,
+        feature: int = 0,
+        threshold: float = 0.0,
+        default_left: bool = False,
+        nan_missing: bool = False,
+        zero_missing: bool = False,
+        category_set: set[int] | None = None,
+        value: np.ndarray | None = None,
+    ) -> int:
+        """Append a node (children set later with :meth:`link`); returns its id. A node with ``value`` is a leaf."""
+        node = self.n_nodes
+        cat_row = 0
+        if category_set is not None:
+            self.category_sets.append(set(category_set))
+            cat_row = len(self.category_sets)
+        row = [feature, node, node, int(default_left), int(nan_missing), int(zero_missing),
+               int(category_set is not None), cat_row]
+        self.ints.append(np.asarray([row], dtype=np.int32))
+        self.thresholds.append(np.asarray([threshold], dtype=np.float64))
+        leaf = np.zeros(self.n_outputs) if value is None else np.asarray(value, dtype=np.float64)
+        self.values.append(leaf.reshape(1, self.n_outputs))
+        self.n_nodes += 1
+        return node
+
+    def link(self, node: int, left: int, right: int) -> None:
+        """Set the children of a node added with :meth:`add_node`."""
+        row = self._row(node)
+        row[_LEFT] = left
+        row[_RIGHT] = right
+
+    def _row(self, node: int) -> np.ndarray:
+        # add_node chunks hold one row each; find the chunk by walking back from the end (links are local).
+        offset = self.n_nodes
+        for chunk in reversed(self.ints):
+            offset -= len(chunk)
+            if node >= offset:
+                return chunk[node - offset]
+        raise IndexError(node)
+
+    def add_tree(self, root: int, depth: int) -> None:
+        """Register a tree whose nodes were added with :meth:`add_node`."""
+        self.roots.append(root)
+        self.depths.append(depth)
+
+    def add_tree_arrays(
+        self, feature: np.ndarray, threshold: np.ndarray, left: np.ndarray, right: np.ndarray,
+        values: np.ndarray, depth: int,
+    ) -> None:
+        """Append a whole tree of plain ``value <= threshold`` splits; ``left == -1`` marks a leaf (root = node 0)."""
+        base = self.n_nodes
+        count = len(feature)
+        ids = np.arange(count, dtype=np.int64) + base
+        is_leaf = left < 0
+        rows = np.zeros((count, 8), dtype=np.int32)
+        rows[:, _FEATURE] = np.where(is_leaf, 0, feature)
+        rows[:, _LEFT] = np.where(is_leaf, ids, left + base)
+        rows[:, _RIGHT] = np.where(is_leaf, ids, right + base)
+        self.ints.append(rows)
+        self.thresholds.append(np.asarray(threshold, dtype=np.float64))
+        self.values.append(np.where(is_leaf[:, None], values, 0.0).astype(np.float64))
+        self.n_nodes += count
+        self.add_tree(base, depth)
+
+    def split_thresholds(self) -> dict[int, list[float]]:
+        """Thresholds of the numeric splits, keyed by feature index (for adversarial parity rows)."""
+        ints = np.concatenate(self.ints) if self.ints else np.zeros((0, 8), np.int32)
+        thresholds = np.concatenate(self.thresholds) if self.thresholds else np.zeros(0)
+        internal = (ints[:, _LEFT] != ints[:, _RIGHT]) & (ints[:, _CATEGORICAL] == 0)
+        out: dict[int, list[float]] = {}
+        for feature, threshold in zip(ints[internal, _FEATURE], thresholds[internal], strict=True):
+            out.setdefault(int(feature), []).append(float(threshold))
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The table as numpy arrays ready to become graph constants."""
+        width = max((max(s) + 1 for s in self.category_sets if s), default=1)
+        sets = np.zeros((len(self.category_sets) + 1, width), dtype=bool)
+        for row, members in enumerate(self.category_sets, start=1):
+            if members:
+                sets[row, sorted(members)] = True
+        return {
+            "ints": np.concatenate(self.ints) if self.ints else np.zeros((1, 8), np.int32),
+            "thresholds": np.concatenate(self.thresholds) if self.thresholds else np.zeros(1),
+            "values": np.concatenate(self.values) if self.values else np.zeros((1, self.n_outputs)),
+            "roots": np.asarray(self.roots, dtype=np.int32),
+            "category_sets": sets,
+        }
+
+
+def float32_less_than_as_le(threshold: float) -> float:
+    """``x < t`` on float32 values equals ``x <= t'`` with ``t'`` the next float32 below ``t`` (as float64)."""
+    t32 = np.float32(threshold)
+    return float(np.nextafter(t32, np.float32(-np.inf), dtype=np.float32))
+
+
+def float32_at_most(thresholds: np.ndarray) -> np.ndarray:
+    """Largest float32 not above each threshold (as float64): for float32 ``x``, ``x <= t`` iff ``x <= result``."""
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    t32 = thresholds.astype(np.float32)
+    above = t32.astype(np.float64) > thresholds
+    t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
+    return t32.astype(np.float64)
+
+
+def _layout(table: TreeTable) -> dict[str, np.ndarray]:
+    """Renumber nodes breadth-first so that every internal node's children are consecutive (right = left + 1).
+
+    Then one gather of ``left`` plus "went right" (0 / 1) gives the next node. Leaves point to themselves and
+    get a +inf threshold, so they never move. Also returns, per node, where a missing value goes.
+    """
+    arrays = table.arrays()
+    ints = arrays["ints"]
+    count = len(ints)
+    new_id = np.full(count, -1, dtype=np.int64)
+    frontier = np.asarray(table.roots, dtype=np.int64)
+    new_id[frontier] = np.arange(len(frontier))
+    next_free = len(frontier)
+    while len(frontier):
+        internal = frontier[ints[frontier, _LEFT] != ints[frontier, _RIGHT]]
+        children = np.stack([ints[internal, _LEFT], ints[internal, _RIGHT]], axis=1).reshape(-1)
+        new_id[children] = next_free + np.arange(len(children))
+        next_free += len(children)
+        frontier = children
+    kept = new_id >= 0
+    order = np.empty(next_free, dtype=np.int64)
+    order[new_id[kept]] = np.flatnonzero(kept)
+    rows = ints[order]
+    is_leaf = rows[:, _LEFT] == rows[:, _RIGHT]
+    own = np.arange(next_free, dtype=np.int64)
+    left = np.where(is_leaf, own, new_id[rows[:, _LEFT]])
+    thresholds = np.where(is_leaf, np.inf, arrays["thresholds"][order])
+    default_next = np.where(is_leaf, own, left + 1 - rows[:, _DEFAULT_LEFT])
+    return {
+        "feature": np.where(is_leaf, 0, rows[:, _FEATURE]).astype(np.int32),
+        "threshold": thresholds,
+        "left": left.astype(np.int32),
+        "default_next": default_next.astype(np.int32),
+        "nan_missing": rows[:, _NAN_MISSING] != 0,
+        "zero_missing": rows[:, _ZERO_MISSING] != 0,
+        "categorical": rows[:, _CATEGORICAL] != 0,
+        "cat_row": rows[:, _CAT_ROW].astype(np.int32),
+        "values": arrays["values"][order],
+        "roots": new_id[np.asarray(table.roots, dtype=np.int64)].astype(np.int32),
+        "internal": ~is_leaf,
+        "category_sets": arrays["category_sets"],
+    }
+
+
+def _depth_groups(depths: np.ndarray, groups: int) -> list[np.ndarray]:
+    """Split tree indices, sorted by depth, into up to ``groups`` runs; each run walks only its own depth."""
+    order = np.argsort(depths, kind="stable")
+    bounds = np.unique(np.linspace(0, len(order), groups + 1).round().astype(int))
+    runs: list[np.ndarray] = []
+    for a, b in itertools.pairwise(bounds):
+        if b <= a:
+            continue
+        if runs and depths[runs[-1][-1]] == depths[order[b - 1]]:  # same walk length: one group is cheaper
+            runs[-1] = np.concatenate([runs[-1], order[a:b]])
+        else:
+            runs.append(order[a:b])
+    return runs
+
+
+def evaluate_trees(table: TreeTable, design: object, groups: int = 4) -> object:
+    """Leaf output of every tree for every row: float64 [rows, trees, n_outputs] (TensorFlow ops).
+
+    Args:
+        table: The trees; with a float32 design their thresholds must be float32 values.
+        design: float64 or float32 [rows, features] matrix the trees' feature indices refer to. float32 is
+            for families that compare in float32 (XGBoost, scikit-learn): no cast back to float64 is needed,
+            which tf2onnx would otherwise fold away.
+        groups: Trees are walked in up to this many groups of similar depth (deep forests mix depths).
+    """
+    import tensorflow as tf
+
+    layout = _layout(table)
+    internal = layout["internal"]
+    uses_nan = bool(layout["nan_missing"][internal].any())
+    all_nan = bool(layout["nan_missing"][internal].all())
+    uses_zero = bool(layout["zero_missing"][internal].any())
+    uses_categories = bool(layout["categorical"][internal].any())
+    dtype = design.dtype
+
+    rows = tf.shape(design)[0]
+    n_features = tf.shape(design)[1]
+    flat = tf.reshape(design, [-1])
+    row_base = tf.expand_dims(tf.range(rows) * n_features, 1)  # [rows, 1]
+    # Only the node arrays a family needs become graph constants (they dominate the SavedModel's size).
+    feature = tf.constant(layout["feature"])
+    threshold = tf.constant(layout["threshold"].astype(dtype.as_numpy_dtype))
+    left = tf.constant(layout["left"])
+    default_next = tf.constant(layout["default_next"]) if uses_nan or uses_zero else None
+    nan_missing = tf.constant(layout["nan_missing"]) if uses_nan and not all_nan else None
+    zero_missing = tf.constant(layout["zero_missing"]) if uses_zero else None
+    sets = layout["category_sets"]
+    set_width = sets.shape[1]
+    if uses_categories:
+        categorical = tf.constant(layout["categorical"])
+        cat_row = tf.constant(layout["cat_row"])
+        flat_sets = tf.constant(sets.reshape(-1))
+    zero = tf.constant(0.0, dtype)
+    depths = np.asarray(table.depths, dtype=np.int64)
+
+    def walk(trees: np.ndarray) -> object:
+        node = tf.tile(tf.expand_dims(tf.constant(layout["roots"][trees]), 0), tf.stack([rows, 1]))
+        for _ in range(int(depths[trees].max(initial=0))):
+            raw = tf.gather(flat, row_base + tf.gather(feature, node))
+            if not (uses_nan or uses_zero or uses_categories):  # scikit-learn: no NaN reaches the trees
+                went_right = tf.greater(raw, tf.gather(threshold, node))
+            else:
+                is_nan = tf.math.is_nan(raw)
+                # NaN reads as 0 where it is not "missing" (LightGBM). Selecting on is_nan itself keeps this a
+                # real Where in ONNX (tf2onnx turns other float selects into cond * a + (1 - cond) * b, which
+                # NaN poisons).
+                value = tf.where(is_nan, zero, raw)
+                went_right = tf.greater(value, tf.gather(threshold, node))
+                if not uses_nan:
+                    missing = tf.zeros_like(is_nan)
+                elif all_nan:  # XGBoost: every split sends NaN its default way
+                    missing = is_nan
+                else:
+                    missing = tf.logical_and(is_nan, tf.gather(nan_missing, node))
+                if uses_zero:
+                    zero_hit = tf.logical_and(tf.gather(zero_missing, node), tf.equal(value, zero))
+                    missing = tf.logical_or(missing, zero_hit)
+                if uses_categories:
+                    # LightGBM: NaN and negative codes go right; codes beyond the bitset are not members.
+                    valid = tf.logical_and(tf.logical_not(is_nan), tf.greater_equal(value, zero))
+                    valid = tf.logical_and(valid, tf.less(value, tf.constant(float(set_width), dtype)))
+                    code = tf.cast(tf.where(valid, value, zero), tf.int32)
+                    member = tf.gather(flat_sets, tf.gather(cat_row, node) * set_width + code)
+                    member = tf.logical_and(member, valid)
+                    went_right = tf.where(tf.gather(categorical, node), tf.logical_not(member), went_right)
+            step = tf.gather(left, node) + tf.cast(went_right, tf.int32)
+            node = tf.where(missing, tf.gather(default_next, node), step) if (uses_nan or uses_zero) else step
+        return tf.gather(values, node)
+
+    def walk_groups(tree_groups: list[np.ndarray]) -> object:
+        outputs = [walk(trees) for trees in tree_groups]
+        leaves = outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=1)
+        order = np.concatenate(tree_groups)
+        if not np.array_equal(order, np.arange(len(order))):
+            leaves = tf.gather(leaves, tf.constant(np.argsort(order).astype(np.int32)), axis=1)
+        return leaves
+
+    values = tf.constant(layout["values"])
+    tree_groups = _depth_groups(depths, groups)
+    if len(tree_groups) == 1:
+        return walk_groups(tree_groups)
+    # Depth groups save work on large batches; for a few rows the number of ops dominates, and one group
+    # (fewest levels in total) is faster. Both walks share the node constants.
+    return tf.cond(rows <= SMALL_BATCH, lambda: walk_groups([np.arange(len(depths))]),
+                   lambda: walk_groups(tree_groups))
+
+
+@dataclass(frozen=True)
+class DesignBlock:
+    """Some input columns of a tree model, computed together from AutoGluon's features with TensorFlow ops.
+
+    Attributes:
+        key: Hashable description; children of a bag that read the same block share one computation.
+        compute: Function of the AutoGluon feature tensors returning [rows, len(sources)] (the family's dtype).
+        sources: Per column, the AutoGluon feature whose value (possibly rounded) it carries; the parity rows
+            probe its split thresholds. None for derived columns (one-hot indicators, category codes).
+    """
+
+    key: tuple
+    compute: object
+    sources: tuple[str | None, ...]
+
+
+@dataclass
+class TreeChild:
+    """One fitted tree model: the columns it reads, its trees, and how summed leaf outputs become its output.
+
+    Attributes:
+        name: Human-readable label, e.g. ``LightGBM_BAG_L1/S1F1``.
+        blocks: Design blocks; the trees' feature indices refer to their columns, concatenated in order.
+        table: The trees.
+        finish: Function of the child's leaf outputs float64 [rows, trees, n_outputs] returning the model's
+            ``predict_proba`` (binary: [rows]; multiclass: [rows, classes]; regression: [rows]).
+        features: AutoGluon features the blocks read.
+    """
+
+    name: str
+    blocks: list[DesignBlock]
+    table: TreeTable
+    finish: object
+    features: tuple[str, ...] = ()
+
+    @property
+    def sources(self) -> tuple[str | None, ...]:
+        """Source feature of every design column, in tree feature-index order."""
+        return tuple(source for block in self.blocks for source in block.sources)
+
+
+def merge_tables(tables: list[TreeTable], feature_maps: list[list[int]]) -> tuple[TreeTable, list[tuple[int, int]]]:
+    """Concatenate tree tables, remapping each table's feature indices; returns the table and tree ranges."""
+    merged = TreeTable(n_outputs=tables[0].n_outputs)
+    ranges = []
+    for table, feature_map in zip(tables, feature_maps, strict=True):
+        arrays = table.arrays()
+        rows = arrays["ints"][: table.n_nodes].copy()
+        internal = rows[:, _LEFT] != rows[:, _RIGHT]
+        mapping = np.asarray([*feature_map, 0], dtype=np.int32)
+        rows[:, _FEATURE] = np.where(internal, mapping[rows[:, _FEATURE]], 0)
+        rows[:, _LEFT] += merged.n_nodes
+        rows[:, _RIGHT] += merged.n_nodes
+        rows[:, _CAT_ROW] = np.where(rows[:, _CATEGORICAL] != 0, rows[:, _CAT_ROW] + len(merged.category_sets), 0)
+        merged.ints.append(rows)
+        merged.thresholds.append(arrays["thresholds"][: table.n_nodes])
+        merged.values.append(arrays["values"][: table.n_nodes])
+        merged.category_sets.extend(table.category_sets)
+        start = merged.n_trees
+        merged.roots.extend(root + merged.n_nodes for root in table.roots)
+        merged.depths.extend(table.depths)
+        merged.n_nodes += table.n_nodes
+        ranges.append((start, merged.n_trees))
+    return merged, ranges
