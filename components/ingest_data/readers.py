@@ -21,7 +21,7 @@ import io
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from queue import Full, Queue
 from typing import IO
@@ -279,17 +279,7 @@ class TableReader:
         except (pa.ArrowInvalid, UnicodeError) as error:
             raise self._csv_failure(error) from error
         self._check_text_columns(reader.schema)
-        return reader.schema, self._iter_csv(reader)
-
-    def _iter_csv(self, reader) -> Iterator[pa.RecordBatch]:
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except (pa.ArrowInvalid, UnicodeError) as error:
-                raise self._csv_failure(error, reader.schema) from error
-            yield batch
+        return reader.schema, _batches(reader, lambda error: self._csv_failure(error, reader.schema))
 
     def _csv_failure(self, error: Exception, schema: pa.Schema | None = None) -> Exception:
         """Turn a failed CSV read into a specific error, or a :class:`RestartRead` with a widened column."""
@@ -405,17 +395,7 @@ class TableReader:
             )
         except (pa.ArrowInvalid, UnicodeError) as error:
             raise self._json_failure(error) from error
-        return reader.schema, self._iter_json(reader)
-
-    def _iter_json(self, reader) -> Iterator[pa.RecordBatch]:
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except (pa.ArrowInvalid, UnicodeError) as error:
-                raise self._json_failure(error) from error
-            yield batch
+        return reader.schema, _batches(reader, self._json_failure)
 
     def _json_failure(self, error: Exception) -> Exception:
         display, message = self.source.display, str(error)
@@ -542,3 +522,15 @@ def _wider_type(current: pa.DataType, value: str) -> pa.DataType:
             continue
         return candidate
     return pa.string()
+
+
+def _batches(reader, failure: Callable[[Exception], Exception]) -> Iterator[pa.RecordBatch]:
+    """Record batches of a streaming Arrow reader; a parse or decoding error becomes ``failure(error)``."""
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (pa.ArrowInvalid, UnicodeError) as error:
+            raise failure(error) from error
+        yield batch
