@@ -30,7 +30,7 @@ ALLOWED_OP_TYPES = frozenset({
     "LogicalOr", "LookupTableFindV2", "LookupTableImportV2", "MatMul", "Max", "Maximum", "Min", "Minimum", "Mul",
     "Neg", "NoOp", "NotEqual", "OnesLike", "Pack", "PartitionedCall", "Placeholder", "Range", "RealDiv",
     "Reshape", "Select", "SelectV2", "Shape", "Sigmoid", "Softmax", "Sqrt", "StatefulPartitionedCall",
-    "StridedSlice", "Sub", "Sum", "Tile", "Unpack", "ZerosLike",
+    "StridedSlice", "Sub", "Sum", "TensorScatterUpdate", "Tile", "Unpack", "Where", "ZerosLike",
 })
 
 
