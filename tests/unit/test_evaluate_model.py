@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from penguin_splits import write_splits
 from sklearn import metrics as skm
 
 from kfp_tabular.components._shared.predictor import load_predictor
@@ -25,21 +26,9 @@ from kfp_tabular.errors import ConfigError, DataValidationError, ModelError
 
 TINY = json.dumps({"GBM": {"num_boost_round": 20}, "LR": {}})
 
-
-def write_splits(csv: Path, folder: Path, label: str) -> tuple[Path, Path, Path]:
-    """Shuffle penguins, drop rows without a label, write 60/20/20 Parquet splits as ingest_data would."""
-    frame = pd.read_csv(csv).dropna(subset=[label]).sample(frac=1.0, random_state=1).reset_index(drop=True)
-    first, second = int(len(frame) * 0.6), int(len(frame) * 0.8)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = tuple(folder / f"{name}.parquet" for name in ("train", "validation", "test"))
-    for part, path in zip((frame[:first], frame[first:second], frame[second:]), paths, strict=True):
-        part.to_parquet(path, index=False)
-    return paths
-
-
 def trained(tmp: Path, csv: Path, label: str) -> tuple[Path, Path]:
     """Fit a tiny model with the train core; return (model folder, test split)."""
-    train_path, validation_path, test_path = write_splits(csv, tmp / "data", label)
+    train_path, validation_path, test_path = write_splits(csv, tmp / "data", label, seed=1)
     model_dir = tmp / "model"
     config = TrainConfig(label=label, hyperparameters=TINY, time_limit_s=30)
     train(train_path, validation_path, model_dir, config, tmp / "leaderboard.md", verbosity=0, num_cpus=1)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from penguin_splits import write_splits
 
 from kfp_tabular.components._shared.ensemble import describe_ensemble
 from kfp_tabular.components._shared.predictor import load_predictor
@@ -30,18 +31,6 @@ from kfp_tabular.errors import ConfigError, DataSourceError, DataValidationError
 # Two cheap families keep every fit around a second on one core.
 TINY = json.dumps({"GBM": {"num_boost_round": 20}, "LR": {}})
 QUIET = {"verbosity": 0, "num_cpus": 1}
-
-
-def write_splits(csv: Path, folder: Path, label: str) -> tuple[Path, Path, Path]:
-    """Shuffle penguins, drop rows without a label, write 60/20/20 Parquet splits as ingest_data would."""
-    frame = pd.read_csv(csv).dropna(subset=[label]).sample(frac=1.0, random_state=0).reset_index(drop=True)
-    first, second = int(len(frame) * 0.6), int(len(frame) * 0.8)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = tuple(folder / f"{name}.parquet" for name in ("train", "validation", "test"))
-    for part, path in zip((frame[:first], frame[first:second], frame[second:]), paths, strict=True):
-        part.to_parquet(path, index=False)
-    return paths
-
 
 @dataclass
 class Fit:
