@@ -74,3 +74,23 @@ def test_an_unmet_threshold_stops_the_model_before_export(tmp_path):
     assert run.blessed is False
     assert "accuracy" in run.blessing_reason
     assert "export-savedmodel" not in run.tasks
+
+
+def test_cli_predict_answers_a_tf_serving_rest_request_with_the_export(cli_run, tmp_path):
+    _, run_folder = cli_run
+    savedmodel = collect_task_outputs(run_folder)["export-savedmodel"].path("savedmodel")
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps({"instances": [
+        {"island": "Biscoe", "bill_length_mm": 48.6, "bill_depth_mm": 16.0, "flipper_length_mm": 230.0,
+         "body_mass_g": 5800.0, "sex": "male", "year": 2009},
+        {"island": "Torgersen", "bill_length_mm": 39.1, "bill_depth_mm": 18.7, "flipper_length_mm": 181.0,
+         "body_mass_g": 3750.0, "sex": "female", "year": 2007},
+    ]}))
+    result = subprocess.run(
+        [sys.executable, "-m", "kfp_tabular.cli", "predict", "--model", str(savedmodel), "--json", str(rows)],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    predictions = json.loads(result.stdout)["predictions"]
+    assert [p["label"] for p in predictions] == ["Gentoo", "Adelie"]
+    for prediction in predictions:
+        assert abs(sum(prediction["probabilities"]) - 1.0) < 1e-5
