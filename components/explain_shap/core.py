@@ -9,8 +9,6 @@ predictions per row) or to its Permutation explainer (sampled), and says why.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kfp_tabular.components._shared.files import all_or_nothing, write_text_atomic
+from kfp_tabular.components._shared.files import all_or_nothing, atomic_path, write_text_atomic
 from kfp_tabular.components._shared.predictor import load_predictor
 from kfp_tabular.components.explain_shap.data import align_dtypes, read_rows, sample
 from kfp_tabular.components.explain_shap.explanation import Explanation, model_outputs
@@ -156,18 +154,6 @@ def _as_float(value: Any) -> float:
         return float("nan")
 
 
-def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def method_text(explanation: Explanation, predictor: Any, reason: str, n_background: int, error: float,
                 sample_budget: int) -> str:
     """One paragraph saying what was computed, on what, and how exact it is."""
@@ -233,9 +219,14 @@ def explain(model_dir: Path, background_path: Path, rows_path: Path, config: Exp
                                                                     strict=True)})
         metrics.update(rows_explained=float(len(rows)), background_rows=float(len(background)),
                        max_additivity_error=error, exact=float(explanation.exact))
-        _write_parquet_atomic(values_table(explanation, rows, predictor.problem_type != "regression"), values_path)
+        _write_parquet(values_table(explanation, rows, predictor.problem_type != "regression"), values_path)
         write_text_atomic(summary_path, summary)
         write_text_atomic(report_path, render_report(explanation, rows, predictions, predictor.problem_type, text))
     return ExplainResult(method=explanation.method, metrics=metrics, base_values=[float(b) for b in
                          explanation.base_values], summary_markdown=summary, reason=reason,
                          outputs=list(explanation.outputs))
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
