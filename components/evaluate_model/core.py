@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from kfp_tabular.components._shared.files import all_or_nothing, write_text_atomic
 from kfp_tabular.components._shared.predictor import load_predictor
+from kfp_tabular.components._shared.splits import read_split
 from kfp_tabular.components.evaluate_model.blessing import (
     PRIMARY_METRIC,
     decide_blessing,
@@ -20,7 +21,7 @@ from kfp_tabular.components.evaluate_model.blessing import (
 )
 from kfp_tabular.components.evaluate_model.metrics import compute_metrics, confusion, roc_points
 from kfp_tabular.components.evaluate_model.report import render_report
-from kfp_tabular.errors import DataSourceError, DataValidationError, ModelError
+from kfp_tabular.errors import DataValidationError, ModelError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,22 +82,6 @@ class EvaluationResult:
     reason: str
 
 
-def _read_test(path: Path) -> pd.DataFrame:
-    import pandas as pd
-
-    if not path.is_file():
-        raise DataSourceError(
-            f"The test split {path} does not exist: pass the 'test_data' output of ingest_data."
-        )
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for a corrupt or non-Parquet file
-        raise DataValidationError(f"Cannot read the test split {path} as Parquet ({exc}).") from exc
-    if frame.empty:
-        raise DataValidationError(f"The test split {path} has no rows: there is nothing to evaluate.")
-    return frame
-
-
 def _check_test(frame: pd.DataFrame, predictor: Any, path: Path) -> None:
     label = predictor.label
     if label not in frame.columns:
@@ -147,7 +132,7 @@ def evaluate(model_dir: Path, test_path: Path, config: EvaluateConfig, report_pa
         if problem_type not in PRIMARY_METRIC:
             raise ModelError(f"The model in {model_dir} solves {problem_type!r}; evaluate_model supports "
                              "binary, multiclass and regression.")
-        test = _read_test(test_path)
+        test = read_split(test_path, "test split")
         _check_test(test, predictor, test_path)
         y_true = test[predictor.label]
         features = test.drop(columns=[predictor.label])

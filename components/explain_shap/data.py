@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from kfp_tabular.errors import DataSourceError, DataValidationError
+from kfp_tabular.components._shared.splits import read_split
+from kfp_tabular.errors import DataValidationError
 
 
 def read_rows(path: Path, features: list[str], role: str) -> pd.DataFrame:
@@ -16,21 +17,13 @@ def read_rows(path: Path, features: list[str], role: str) -> pd.DataFrame:
         DataSourceError: the file does not exist.
         DataValidationError: it is not Parquet, it is empty, or it lacks some of the model's feature columns.
     """
-    path = Path(path)
-    if not path.exists():
-        raise DataSourceError(f"{role} {path} does not exist: pass a Parquet split written by ingest_data.")
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for "not Parquet"
-        raise DataValidationError(f"{role} {path} is not a readable Parquet file: {exc}") from exc
+    frame = read_split(Path(path), role)
     missing = [column for column in features if column not in frame.columns]
     if missing:
         raise DataValidationError(
             f"{role} {path} lacks the model's feature column(s) {missing}. The model was trained on {features}; "
             "pass a split of the same table (the label and extra columns may be present, they are ignored)."
         )
-    if frame.empty:
-        raise DataValidationError(f"{role} {path} has no rows: explain needs at least one row.")
     return frame[features].reset_index(drop=True)
 
 

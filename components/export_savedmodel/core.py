@@ -19,6 +19,7 @@ from typing import Any
 from kfp_tabular.components._shared.ensemble import describe_ensemble
 from kfp_tabular.components._shared.files import all_or_nothing, remove_path, write_text_atomic
 from kfp_tabular.components._shared.predictor import load_predictor
+from kfp_tabular.components._shared.splits import read_split
 from kfp_tabular.components.export_savedmodel.signature import SIGNATURE_FILE, SIGNATURE_KEY, SignatureInfo
 from kfp_tabular.errors import ConfigError, DataSourceError, ExportParityError, UnsupportedModelError
 
@@ -76,18 +77,6 @@ class ExportResult:
     refit: dict[str, Any] = field(default_factory=dict)
 
 
-def read_table(path: Path) -> Any:
-    """Read the test split (Parquet, or CSV by extension)."""
-    import pandas as pd
-
-    path = Path(path)
-    if not path.exists():
-        raise DataSourceError(f"Test data {path} does not exist: pass the 'test_data' output of ingest_data.")
-    if path.suffix.lower() == ".csv":
-        return pd.read_csv(path)
-    return pd.read_parquet(path)
-
-
 def export(model_dir: Path, test_path: Path, savedmodel_dir: Path, config: ExportConfig,
            report_path: Path) -> ExportResult:
     """Export the predictor in ``model_dir`` to a SavedModel folder, gated on parity with AutoGluon.
@@ -126,7 +115,7 @@ def _export(model_dir: Path, test_path: Path, savedmodel_dir: Path, config: Expo
     from kfp_tabular.components.export_savedmodel.warmup import write_warmup
 
     predictor = load_predictor(model_dir)
-    test = read_table(test_path)
+    test = read_split(Path(test_path), "test split")
     frame = test.drop(columns=[predictor.label], errors="ignore")
     missing = [c for c in predictor.original_features if c not in frame.columns]
     if missing:

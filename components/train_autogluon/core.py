@@ -18,13 +18,14 @@ from kfp_tabular.components._shared.ensemble import ENSEMBLE_KEYS
 from kfp_tabular.components._shared.files import all_or_nothing, write_text_atomic
 from kfp_tabular.components._shared.jsonargs import parse_json_object
 from kfp_tabular.components._shared.markdown import format_value, frame_table
+from kfp_tabular.components._shared.splits import read_split
 from kfp_tabular.components.train_autogluon.presets import (
     DEPLOYABLE_PRESET,
     deployable_fit_kwargs,
     known_presets,
     preset_hyperparameters,
 )
-from kfp_tabular.errors import ConfigError, DataSourceError, DataValidationError, ModelError
+from kfp_tabular.errors import ConfigError, DataValidationError, ModelError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -185,24 +186,6 @@ def fit_kwargs(config: TrainConfig) -> dict[str, Any]:
     return kwargs
 
 
-def _read_split(path: Path, split: str) -> pd.DataFrame:
-    import pandas as pd
-
-    if not Path(path).is_file():
-        raise DataSourceError(
-            f"The {split} split {path} does not exist: pass the '{split}_data' output of ingest_data."
-        )
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for a corrupt or non-Parquet file
-        raise DataValidationError(
-            f"Cannot read the {split} split {path} as Parquet ({exc}); it should come from ingest_data."
-        ) from exc
-    if frame.empty:
-        raise DataValidationError(f"The {split} split {path} has no rows: ingest more data or resize splits.")
-    return frame
-
-
 def _check_splits(
     train: pd.DataFrame, validation: pd.DataFrame, config: TrainConfig, paths: tuple[Path, Path]
 ) -> None:
@@ -352,8 +335,8 @@ def train(
     if verbosity is None:
         verbosity = int(os.environ.get(VERBOSITY_ENV, "2"))
     with all_or_nothing(model_dir, leaderboard_path):
-        train_frame = _read_split(Path(train_path), "train")
-        validation_frame = _read_split(Path(validation_path), "validation")
+        train_frame = read_split(Path(train_path), "train split")
+        validation_frame = read_split(Path(validation_path), "validation split")
         _check_splits(train_frame, validation_frame, config, (Path(train_path), Path(validation_path)))
         started = time.perf_counter()
         predictor = _fit(train_frame, validation_frame, model_dir, config, verbosity, num_cpus)
