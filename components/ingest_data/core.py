@@ -30,12 +30,16 @@ import pyarrow.parquet as pq
 
 from kfp_tabular.components._shared import markdown
 from kfp_tabular.components._shared.files import all_or_nothing, sha256_file, write_text_atomic
+from kfp_tabular.components._shared.table_schema import METADATA_KEY, TableSchema
+from kfp_tabular.components.ingest_data.column_types import BAD_VALUES, ColumnInspector, ColumnPlan
 from kfp_tabular.components.ingest_data.labels import (
     PROBLEM_TYPES,
     LabelSummary,
     analyse_label,
     describe_label,
+    has_whole_classes,
 )
+from kfp_tabular.components.ingest_data.leakage import SAMPLE_ROWS, find_warnings
 from kfp_tabular.components.ingest_data.profiling import DISTINCT_CAP, TableProfile, profile_table
 from kfp_tabular.components.ingest_data.readers import RestartRead, TableReader, resolve_format
 from kfp_tabular.components.ingest_data.sources import open_source
@@ -59,6 +63,10 @@ class IngestConfig:
         validation_fraction: Share of labelled rows in the validation split (0 allowed).
         test_fraction: Share of labelled rows in the test split (0 allowed).
         seed: Seed of the split.
+        drop_columns: Columns left out of the splits (IDs, leaks, columns of an unusable type).
+        bad_values: What to do with stray values in a column of numbers or dates (``"n/a?"`` in a price):
+            ``error`` (refuse the table, naming the rows), ``missing`` (read them as missing) or ``text`` (keep the
+            column as text).
     """
 
     label: str
@@ -68,6 +76,8 @@ class IngestConfig:
     validation_fraction: float = 0.15
     test_fraction: float = 0.2
     seed: int = 0
+    drop_columns: tuple[str, ...] = ()
+    bad_values: str = "error"
 
     def __post_init__(self) -> None:
         if not isinstance(self.label, str) or not self.label.strip():
@@ -93,6 +103,11 @@ class IngestConfig:
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed={self.seed!r}; it must be a non-negative integer")
+        if self.bad_values not in BAD_VALUES:
+            raise ConfigError(f"bad_values={self.bad_values!r}; choose one of {', '.join(BAD_VALUES)}")
+        object.__setattr__(self, "drop_columns", tuple(self.drop_columns))
+        if not all(isinstance(name, str) and name for name in self.drop_columns):
+            raise ConfigError(f"drop_columns={self.drop_columns!r}; it must list column names")
 
 
 @dataclass
@@ -103,6 +118,8 @@ class IngestResult:
     metrics: dict[str, float]
     problem_type: str
     profile_markdown: str
+    schema: TableSchema
+    warnings: tuple[str, ...] = ()
 
 
 def ingest(
@@ -130,28 +147,33 @@ def ingest(
                 fmt = resolve_format(source.name, config.file_format, source.display)
                 reader = TableReader(source, fmt, config.encoding)
                 spill = Path(tmp) / "rows.arrow"
-                scan = _scan(reader, config.label, spill)
+                scan = _scan(reader, config, spill)
                 # Arrow's allocator keeps the parser's scratch memory (more than the table itself): give it back.
                 pa.default_memory_pool().release_unused()
                 label = analyse_label(scan.label, config.label, config.problem_type, source.display)
+                columns = scan.inspector.plan(config.bad_values, label.problem_type, has_whole_classes(label))
+                schema = TableSchema(config.label, label.problem_type, columns.decisions)
                 plan = assign_splits(
                     label, config.validation_fraction, config.test_fraction, config.seed, source.display
                 )
                 for name, path in outputs.items():
                     path.parent.mkdir(parents=True, exist_ok=True)
                     staged[name] = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                written, profile = _write_and_profile(scan.pieces, plan, staged)
+                stored = _Converted(scan.pieces, columns, schema)
+                written, profile = _write_and_profile(stored, plan, staged)
+                warnings = find_warnings(_first_rows(stored, SAMPLE_ROWS), schema, label, profile)
             splits = {
                 name: {
                     "rows": written[name][0],
                     "sha256": written[name][1],
-                    "columns": scan.schema.names,
+                    "columns": stored.schema.names,
+                    "column_types": schema.as_metadata(),
                     "label": config.label,
                     "problem_type": label.problem_type,
                 }
                 for name in SPLITS
             }
-            text = render_profile(source_uri, fmt.kind, config, profile, label, plan, splits)
+            text = render_profile(source_uri, fmt.kind, config, profile, label, plan, splits, schema, warnings)
             write_text_atomic(Path(profile_path), text)
             for name, path in outputs.items():
                 os.replace(staged.pop(name), path)
@@ -165,6 +187,7 @@ def ingest(
         "missing_fraction": profile.missing_fraction,
         "duplicate_rows": profile.duplicate_rows,
         "dropped_label_rows": label.dropped,
+        "warnings": len(warnings),
         **{f"{name}_rows": splits[name]["rows"] for name in SPLITS},
     }
     if label.classes:
@@ -174,6 +197,8 @@ def ingest(
         metrics={key: float(value) for key, value in metrics.items()},
         problem_type=label.problem_type,
         profile_markdown=text,
+        schema=schema,
+        warnings=tuple(warnings),
     )
 
 
@@ -182,6 +207,20 @@ class _Scan:
     schema: pa.Schema
     label: pa.Array
     pieces: _Pieces
+    inspector: ColumnInspector
+
+
+class _Converted:
+    """The pieces as the splits store them (converted by the column plan), under the schema with the decision."""
+
+    def __init__(self, pieces: _Pieces, plan: ColumnPlan, decision: TableSchema) -> None:
+        self.pieces = pieces
+        self.plan = plan
+        self.schema = plan.schema.with_metadata({METADATA_KEY: decision.to_json().encode()})
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        for piece in self.pieces:
+            yield self.plan.convert(piece)
 
 
 class _Pieces:
@@ -218,11 +257,11 @@ class _Pieces:
                 yield pa.Table.from_batches([spilled.get_batch(index)])
 
 
-def _scan(reader: TableReader, label: str, spill: Path) -> _Scan:
+def _scan(reader: TableReader, config: IngestConfig, spill: Path) -> _Scan:
     """Pass 1: collect the label, keep or spill the pieces; read again when the reader widens a column."""
     for _ in range(MAX_RESTARTS):
         try:
-            return _scan_once(reader, label, spill)
+            return _scan_once(reader, config, spill)
         except RestartRead:
             continue
     raise DataValidationError(
@@ -231,11 +270,13 @@ def _scan(reader: TableReader, label: str, spill: Path) -> _Scan:
     )
 
 
-def _scan_once(reader: TableReader, label: str, spill: Path) -> _Scan:
+def _scan_once(reader: TableReader, config: IngestConfig, spill: Path) -> _Scan:
     opened = reader.open()
     schema = opened.schema
     display = reader.source.display
-    _check_columns(schema, label, display)
+    label = config.label
+    _check_columns(schema, label, display, len(config.drop_columns))
+    inspector = ColumnInspector(schema, label, config.drop_columns, display)
     labels: list[pa.Array] = []
     rows = 0
     pieces = _Pieces(schema, None if opened.whole else spill)
@@ -245,6 +286,7 @@ def _scan_once(reader: TableReader, label: str, spill: Path) -> _Scan:
                 continue
             rows += piece.num_rows
             labels += piece.column(label).chunks
+            inspector.observe(piece)
             pieces.add(piece)
     finally:
         pieces.close()
@@ -254,10 +296,20 @@ def _scan_once(reader: TableReader, label: str, spill: Path) -> _Scan:
             "but no data rows; upload the full table"
         )
     label_values = pa.chunked_array(labels, schema.field(label).type).combine_chunks()
-    return _Scan(schema=schema, label=label_values, pieces=pieces)
+    return _Scan(schema=schema, label=label_values, pieces=pieces, inspector=inspector)
 
 
-def _check_columns(schema: pa.Schema, label: str, display: str) -> None:
+def _first_rows(stored: _Converted, rows: int) -> pa.Table:
+    """Up to ``rows`` first rows of the table as stored (from its first piece)."""
+    pieces = iter(stored.pieces)
+    try:
+        first = next(pieces)
+    finally:
+        pieces.close()
+    return stored.plan.convert(first.slice(0, rows))
+
+
+def _check_columns(schema: pa.Schema, label: str, display: str, dropped: int = 0) -> None:
     if len(schema) == 0:
         raise DataValidationError(f"{display}: the file holds no columns and no rows; upload the full table")
     duplicates = [name for name, count in Counter(schema.names).items() if count > 1]
@@ -274,14 +326,15 @@ def _check_columns(schema: pa.Schema, label: str, display: str) -> None:
             f"{display}: label column `{label}` not found. Available columns: "
             f"{', '.join(f'`{name}`' for name in schema.names)}.{hint}"
         )
-    if len(schema) < 2:
+    if len(schema) - dropped < 2:
         raise DataValidationError(
-            f"{display}: the table has only the label column `{label}`; add feature columns"
+            f"{display}: the table has only the label column `{label}`"
+            + (" once drop_columns are left out; drop fewer columns" if dropped else "; add feature columns")
         )
 
 
 def _write_and_profile(
-    pieces: _Pieces, plan: SplitPlan, staged: dict[str, Path]
+    pieces: _Converted, plan: SplitPlan, staged: dict[str, Path]
 ) -> tuple[dict[str, tuple[int, str]], TableProfile]:
     """Pass 2: write the three Parquet files and profile the table, on one thread per core.
 
@@ -307,7 +360,7 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _write_split(pieces: _Pieces, assignment: np.ndarray, code: int, path: Path) -> tuple[int, str]:
+def _write_split(pieces: _Converted, assignment: np.ndarray, code: int, path: Path) -> tuple[int, str]:
     """Write the rows assigned ``code``, in order; return their count and the file's sha256.
 
     Rows are gathered until they make ``ROW_GROUP_BYTES`` (or the table ends), then written as row groups of
@@ -348,8 +401,10 @@ def render_profile(
     label: LabelSummary,
     plan: SplitPlan,
     splits: dict[str, dict],
+    schema: TableSchema,
+    warnings: list[str],
 ) -> str:
-    """The Markdown profile: a one-line headline, facts about the label and splits, then one row per column."""
+    """The Markdown profile: a headline, facts about the label and splits, warnings, then one row per column."""
     headline = (
         f"{profile.rows} rows × {len(profile.columns)} columns, {_percent(profile.missing_fraction)} missing, "
         f"{profile.duplicate_rows} duplicate rows, label `{label.name}` ({describe_label(label)})"
@@ -378,6 +433,16 @@ def render_profile(
             f"- {plan.small_classes} class(es) have too few rows to appear in every split; each keeps its rows in "
             "train first"
         )
+    if config.drop_columns:
+        lines.append(f"- Left out (drop_columns): {', '.join(f'`{name}`' for name in config.drop_columns)}")
+    if warnings:
+        lines += ["", "Warnings:", ""] + [f"- {warning}" for warning in warnings]
+    converted = [column for column in schema.columns if column.conversion]
+    if converted:
+        lines += ["", "Converted columns:", ""] + [
+            f"- `{column.name}`: {column.source_type} → {column.stored_type} ({column.conversion})"
+            for column in converted
+        ]
     rows = [
         (
             column.name + (" (label)" if column.name == label.name else ""),
@@ -385,8 +450,9 @@ def render_profile(
             column.missing,
             _percent(column.missing / profile.rows),
             f"> {DISTINCT_CAP}" if column.distinct is None else column.distinct,
+            schema.column(column.name).logical_type,
         )
         for column in profile.columns
     ]
-    lines += ["", markdown.table(["column", "type", "missing", "missing %", "distinct"], rows), ""]
+    lines += ["", markdown.table(["column", "type", "missing", "missing %", "distinct", "used as"], rows), ""]
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kfp_tabular.components.ingest_data.column_types import decimal_to_float64
 from kfp_tabular.errors import DataValidationError
 
 PROBLEM_TYPES = ("auto", "binary", "multiclass", "regression")
@@ -53,7 +54,7 @@ def analyse_label(label: pa.Array, name: str, requested: str, display: str) -> L
             f"{display}: label column `{name}` has type {data_type}; a label must hold numbers, text or booleans"
         )
     if pa.types.is_decimal(data_type):
-        label, data_type = pc.cast(label, pa.float64()), pa.float64()
+        label, data_type = decimal_to_float64(label), pa.float64()
     valid = label.is_valid().to_numpy(zero_copy_only=False)
     if pa.types.is_floating(data_type):
         values = label.to_numpy(zero_copy_only=False)
@@ -148,6 +149,17 @@ def _resolve(
             )
         return "regression", "float label with fractional values"
     return "regression", f"float label with many distinct values ({distinct} of {labelled} rows)"
+
+
+def has_whole_classes(summary: LabelSummary) -> bool:
+    """Whether a classification label's classes are all whole numbers (``0.0``, ``1.0``…): stored as int64."""
+    if summary.problem_type not in CLASSIFICATION:
+        return False
+    return all(
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        and float(value).is_integer() and abs(value) < 2**63
+        for value, _ in summary.classes
+    )
 
 
 def describe_label(summary: LabelSummary, max_classes: int = 10) -> str:

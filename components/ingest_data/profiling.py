@@ -29,7 +29,10 @@ _MASK = 0xFFFFFFFFFFFFFFFF
 
 @dataclass(frozen=True)
 class ColumnProfile:
-    """One column of the profile; ``distinct`` is None when there are more than ``DISTINCT_CAP`` values."""
+    """One column of the profile; ``distinct`` is None when there are more than ``DISTINCT_CAP`` values.
+
+    ``missing`` counts nulls and, in float columns, NaN.
+    """
 
     name: str
     type: str
@@ -195,5 +198,10 @@ def _key_columns(
         keys, uniques = column_keys(column, index)
         total += keys  # wraps modulo 2⁶⁴
         missing[index] += column.null_count
+        if pa.types.is_floating(column.type):  # NaN is a missing value too, not a distinct one
+            nans = int(pc.sum(pc.is_nan(column)).as_py() or 0)
+            if nans:
+                missing[index] += nans
+                uniques = uniques.filter(pc.invert(pc.is_nan(uniques)))
         distinct[index].add(uniques)
     return total
