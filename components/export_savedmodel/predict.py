@@ -2,9 +2,10 @@
 
 ``{"instances": [{column: value, ...}, ...]}`` (row format) gives ``{"predictions": [{output: value}, ...]}``;
 ``{"inputs": {column: [values...]}}`` (columnar format) gives ``{"outputs": {output: [values...]}}``, as
-TF Serving's ``:predict`` endpoint answers. Columns may be named by their signature tensor name or by their
-original column name. ``null`` is a missing value (NaN for numbers, ``""`` for text). Keys that are not
-columns of the model are ignored (e.g. the label column of a test file).
+TF Serving's ``:predict`` endpoint answers. Columns are named by their original column names or by their
+signature tensor names, not a mix that makes a key ambiguous (:func:`~.signature.resolve_keys`). ``null`` is a
+missing value (NaN for numbers, ``""`` for text). Keys that are not columns of the model are ignored (e.g. the
+label column of a test file).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import numpy as np
 from kfp_tabular.components.export_savedmodel.signature import (
     FLOAT,
     SIGNATURE_KEY,
+    InputColumn,
     SignatureInfo,
     read_signature,
+    resolve_keys,
     to_float_value,
     to_string_value,
 )
@@ -40,30 +43,23 @@ def _columns(payload: dict[str, Any], signature: SignatureInfo) -> tuple[dict[st
     """Per-input value lists from a REST payload; returns (values by tensor name, rows, row format?)."""
     if not isinstance(payload, dict) or ("instances" in payload) == ("inputs" in payload):
         raise DataValidationError('Send exactly one of "instances" (rows) or "inputs" (columns), as for TF Serving.')
-    aliases = {}
-    for column in signature.inputs:
-        aliases[column.name] = column.name
-        aliases.setdefault(column.column, column.name)
     if "instances" in payload:
         rows = payload["instances"]
         if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
             raise DataValidationError('"instances" must be a list of objects {column: value}.')
         values: dict[str, list[Any]] = {column.name: [] for column in signature.inputs}
+        resolved: dict[frozenset[str], dict[str, InputColumn]] = {}  # rows usually share one set of keys
         for index, row in enumerate(rows):
-            named = {aliases[key]: value for key, value in row.items() if key in aliases}
-            missing = [column.column for column in signature.inputs if column.name not in named]
-            if missing:
-                raise DataValidationError(f"Instance {index} is missing column(s) {missing}.")
-            for name, value in named.items():
-                values[name].append(value)
+            keys = frozenset(row)
+            if keys not in resolved:
+                resolved[keys] = resolve_keys(row, signature, f"Instance {index}")
+            for key, column in resolved[keys].items():
+                values[column.name].append(row[key])
         return values, len(rows), True
     columns = payload["inputs"]
     if not isinstance(columns, dict):
         raise DataValidationError('"inputs" must be an object {column: [values...]}.')
-    named = {aliases[key]: value for key, value in columns.items() if key in aliases}
-    missing = [column.column for column in signature.inputs if column.name not in named]
-    if missing:
-        raise DataValidationError(f'"inputs" is missing column(s) {missing}.')
+    named = {column.name: columns[key] for key, column in resolve_keys(columns, signature, '"inputs"').items()}
     lengths = {len(v) if isinstance(v, list) else -1 for v in named.values()}
     if len(lengths) != 1 or -1 in lengths:
         raise DataValidationError('Every "inputs" column must be a list, all of the same length.')
@@ -81,7 +77,8 @@ def predict_rows(savedmodel_dir: Path, payload: dict[str, Any]) -> dict[str, Any
         ``{"predictions": [...]}`` for row input, ``{"outputs": {...}}`` for columnar input.
 
     Raises:
-        DataValidationError: malformed payload, a missing column, or a non-numeric value in a numeric column.
+        DataValidationError: malformed payload, a missing or ambiguous column, or a non-numeric value in a
+            numeric column.
     """
     import tensorflow as tf
 

@@ -4,6 +4,10 @@ Clients send one tensor per original feature column. Column names are free text 
 TensorFlow and ONNX want identifier-like tensor names, so each column gets a sanitized name; the mapping is
 written next to the graph (``assets.extra/kfp_tabular_signature.json``) and into the artifact metadata.
 
+Requests may name an input by its original column name or by its tensor name (:func:`resolve_keys`). Sanitizing can
+make one column's tensor name equal another column's original name (``a b`` -> ``a_b`` next to a column ``a_b``),
+so such a key takes the naming of the rest of the request, and a request that is ambiguous is refused.
+
 Missing values: numeric inputs carry NaN; string inputs carry the empty string (AutoGluon itself fills missing
 text with ``""`` before looking categories up, so the two are the same thing for text columns).
 """
@@ -78,6 +82,11 @@ class SignatureInfo:
         """Inputs keyed by original column name."""
         return {column.column: column for column in self.inputs}
 
+    @property
+    def by_name(self) -> dict[str, InputColumn]:
+        """Inputs keyed by tensor name."""
+        return {column.name: column for column in self.inputs}
+
 
 def read_signature(savedmodel_dir: Path) -> SignatureInfo:
     """Read the signature JSON stored inside a SavedModel folder written by the export."""
@@ -140,25 +149,107 @@ def to_float_value(value: Any, column: str) -> float:
         ) from None
 
 
+MIX_HINT = "Send either original column names or tensor names, not a mix."
+
+
+def resolve_keys(keys: Any, signature: SignatureInfo, where: str = "The request") -> dict[Any, InputColumn]:
+    """Map the keys of a request (JSON object keys, DataFrame columns) to the inputs they name.
+
+    A key that is an original column name means that column; a key that is only a tensor name means that
+    tensor's column. A key that is the original name of one column and the tensor name of another means the
+    former, unless the other keys use tensor names only. Keys that name no input (the label, ids) are ignored.
+
+    Args:
+        keys: The request's keys.
+        signature: Signature of the model.
+        where: How to name the request in messages (``Instance 3``, ``"inputs"``).
+
+    Returns:
+        Key -> input, one key per input.
+
+    Raises:
+        DataValidationError: a key could mean two inputs because the request mixes both namings, one input is
+            sent under two keys, or an input is missing.
+    """
+    keys = list(keys)
+    by_column, by_name = signature.by_column, signature.by_name
+    present = set(keys)
+    as_label = by_name.get(signature.label)
+    if as_label is not None and as_label.column in present:
+        present.discard(signature.label)  # the label column of a test file, not a second copy of that input
+    meaning: dict[Any, InputColumn] = {}
+    two_way: list[Any] = []
+    original_only: list[Any] = []
+    tensor_only: list[Any] = []
+    for key in keys:
+        if key not in present:
+            continue
+        by_original, by_tensor = by_column.get(key), by_name.get(key)
+        if by_original is not None and by_tensor is not None and by_original is not by_tensor:
+            two_way.append(key)
+        elif by_original is not None:
+            meaning[key] = by_original
+            if by_tensor is None:
+                original_only.append(key)
+        elif by_tensor is not None:
+            meaning[key] = by_tensor
+            tensor_only.append(key)
+    if two_way and original_only and tensor_only:
+        readings = "; ".join(
+            f"{key!r} is column {by_column[key].column!r} by original name and the tensor name of column "
+            f"{by_name[key].column!r}" for key in two_way
+        )
+        raise DataValidationError(
+            f"{where} mixes original column names (e.g. {original_only[:3]}) and tensor names (e.g. "
+            f"{tensor_only[:3]}), so key(s) {two_way} could mean two inputs: {readings}. {MIX_HINT}"
+        )
+    for key in two_way:
+        meaning[key] = by_name[key] if tensor_only else by_column[key]
+
+    sent: dict[str, list[Any]] = {}
+    for key in keys:  # a list: a DataFrame may hold one column name twice
+        if key in meaning:
+            sent.setdefault(meaning[key].name, []).append(key)
+    twice = {name: found for name, found in sent.items() if len(found) > 1}
+    if twice:
+        parts = "; ".join(
+            f"column {by_name[name].column!r} (tensor {name!r}) as " + " and ".join(map(repr, found))
+            for name, found in twice.items()
+        )
+        raise DataValidationError(f"{where} sends an input under two keys: {parts}. {MIX_HINT}")
+
+    missing = [column for column in signature.inputs if column.name not in sent]
+    if missing:
+        message = (
+            f"{where} is missing column(s) {[column.column for column in missing]} "
+            f"(tensor names {[column.name for column in missing]})."
+        )
+        unknown = [key for key in keys if key not in meaning and isinstance(key, str)]
+        near = [
+            f"{key!r} for {wanted!r}" for key in unknown for column in missing
+            for wanted in dict.fromkeys((column.column, column.name)) if key.lower() == str(wanted).lower()
+        ]
+        if near:
+            message += f" Names are case-sensitive: got {', '.join(near)}."
+        raise DataValidationError(message)
+    return {key: meaning[key] for key in keys if key in meaning}
+
+
 def frame_to_inputs(frame: Any, signature: SignatureInfo) -> dict[str, Any]:
     """Convert a pandas DataFrame into the signature's input arrays (sanitized name -> numpy array).
 
+    Columns are named as in a request (:func:`resolve_keys`): by original column names or by tensor names.
+
     Raises:
-        DataValidationError: a signature column is missing from the frame, or a numeric cell is not a number.
+        DataValidationError: a signature column is missing or ambiguous, or a numeric cell is not a number.
     """
     import numpy as np
 
-    missing = [column.column for column in signature.inputs if column.column not in frame.columns]
-    if missing:
-        raise DataValidationError(
-            f"Input is missing column(s) {missing}: the model needs every column of "
-            f"{[column.column for column in signature.inputs]}."
-        )
     arrays = {}
-    for column in signature.inputs:
-        values = frame[column.column].tolist()
+    for key, column in resolve_keys(frame.columns, signature, "The input table").items():
+        values = frame[key].tolist()
         if column.dtype == FLOAT:
             arrays[column.name] = np.array([to_float_value(v, column.column) for v in values], dtype=np.float64)
         else:
             arrays[column.name] = np.array([to_string_value(v) for v in values], dtype=object)
-    return arrays
+    return {column.name: arrays[column.name] for column in signature.inputs}

@@ -11,22 +11,31 @@ from typing import Any
 
 import numpy as np
 
-from kfp_tabular.components.export_savedmodel.signature import SIGNATURE_KEY, SignatureInfo, frame_to_inputs
+from kfp_tabular.components.export_savedmodel.signature import (
+    SIGNATURE_KEY,
+    SignatureInfo,
+    frame_to_inputs,
+    resolve_keys,
+)
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000
 
 
 def predict_request(arrays: dict[str, np.ndarray], signature: SignatureInfo, model_name: str = "model") -> Any:
-    """A ``tensorflow.serving.PredictRequest`` carrying one batch of signature inputs."""
+    """A ``tensorflow.serving.PredictRequest`` carrying one batch of signature inputs.
+
+    ``arrays`` is keyed by tensor names (as :func:`frame_to_inputs` returns) or by original column names, under
+    the rule of :func:`resolve_keys`; the request always carries tensor names, as TF Serving expects.
+    """
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name
     request.model_spec.signature_name = SIGNATURE_KEY
-    for column in signature.inputs:
-        values = arrays[column.name]
+    for key, column in resolve_keys(arrays, signature, "The PredictRequest arrays").items():
+        values = arrays[key]
         if column.dtype == "float64":
             proto = tf.make_tensor_proto(np.asarray(values, dtype=np.float64))
         else:

@@ -66,8 +66,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from kfp_tabular.components.export_savedmodel.predict import predict_rows
+    from kfp_tabular.errors import DataSourceError, DataValidationError
 
-    payload = json.loads(Path(args.json).read_text(encoding="utf-8"))
+    try:
+        payload = json.loads(Path(args.json).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataSourceError(f"Cannot read --json {args.json}: {exc.strerror or exc}.") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataValidationError(
+            f"--json {args.json} is not UTF-8 JSON ({exc}); write a TF Serving REST body such as "
+            '{"instances": [{column: value, ...}]}.'
+        ) from None
     print(json.dumps(predict_rows(Path(args.model), payload), indent=2))
     return 0
 
@@ -145,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict with an exported SavedModel (TF Serving REST JSON in and out)")
     p.add_argument("--model", required=True, help="SavedModel folder (export_savedmodel output)")
-    p.add_argument("--json", required=True, help='file with {"instances": [{column: value, ...}, ...]}')
+    p.add_argument("--json", required=True, help='file with {"instances": [{column: value, ...}, ...]} or '
+                   '{"inputs": {column: [values...]}}; columns by original or by tensor names, not a mix')
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("submit", help="compile and submit a run to a Kubeflow Pipelines endpoint")
