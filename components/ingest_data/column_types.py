@@ -21,6 +21,7 @@ classification as int64 (so the classes are ``0``/``1``, not ``0.0``/``1.0``, fr
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +35,7 @@ from kfp_tabular.components._shared.table_schema import (
     NUMERIC,
     ColumnType,
 )
-from kfp_tabular.errors import DataValidationError
+from kfp_tabular.errors import ConfigError, DataValidationError
 
 BAD_VALUES = ("error", "missing", "text")
 # A text column whose sampled values are at least this share numbers (dates) is a numeric (datetime) column.
@@ -69,18 +70,28 @@ def _flatten(schema: pa.Schema) -> pa.Schema:
 
 
 def parse_drop_columns(text: str) -> tuple[str, ...]:
-    """``drop_columns`` as the pipeline passes it: a JSON list of names, or names separated by commas."""
-    import json
+    """``drop_columns`` as the pipeline passes it: a JSON list of names, or names separated by commas.
 
+    Use the JSON form for names with commas or with spaces at either end (``["label "]``).
+    """
     text = (text or "").strip()
     if not text:
         return ()
     if text.startswith("["):
-        names = json.loads(text)
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"drop_columns={text!r} is not a valid JSON list ({error})") from error
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ValueError("drop_columns must be a JSON list of column names")
+            raise ConfigError(f"drop_columns={text!r}; a JSON list must hold column names as strings")
         return tuple(names)
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def drop_columns_argument(names: list[str]) -> str:
+    """How to write ``names`` as a ``drop_columns`` value: plain when that parses back, else a JSON list."""
+    plain = ",".join(names)
+    return plain if parse_drop_columns(plain) == tuple(names) else json.dumps(names)
 
 
 @dataclass
@@ -94,21 +105,34 @@ class _Stray:
     examples: list[str] = field(default_factory=list)
 
 
-def _to_epoch_seconds(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+def _ticks_to_seconds(ticks: pa.Array, per_second: int) -> pa.Array:
+    """int64 ticks -> float64 seconds, nulls kept; whole seconds and the fraction apart, so ns stay exact-ish."""
+    values = ticks.to_numpy(zero_copy_only=False).astype(np.int64) if ticks.null_count == 0 else (
+        pc.fill_null(ticks, 0).to_numpy(zero_copy_only=False).astype(np.int64))
+    whole, part = np.divmod(values, per_second)
+    seconds = whole.astype(np.float64) + part.astype(np.float64) / per_second
+    mask = None if ticks.null_count == 0 else ticks.is_null().to_numpy(zero_copy_only=False)
+    return pa.array(seconds, pa.float64(), mask=mask)
+
+
+def _to_epoch_seconds(values: pa.ChunkedArray) -> pa.ChunkedArray:
     """Seconds since 1970-01-01 UTC (float64) of timestamps and dates; naive timestamps count as UTC."""
     data_type = values.type
     if pa.types.is_date(data_type):
-        days = pc.cast(values.cast(pa.date32()), pa.int32()).cast(pa.float64())
-        return pc.multiply(days, 86400.0)
-    ticks = pc.cast(values.cast(pa.timestamp(data_type.unit)), pa.int64()).cast(pa.float64())
-    return pc.divide(ticks, float(_TICKS_PER_SECOND[data_type.unit]))
+        days = pc.cast(values.cast(pa.date32()), pa.int32())
+        return pc.multiply(pc.cast(days, pa.float64()), 86400.0)
+    per = _TICKS_PER_SECOND[data_type.unit]
+    return pa.chunked_array([_ticks_to_seconds(chunk.view(pa.int64()), per) for chunk in values.chunks],
+                            pa.float64())
 
 
-def _to_seconds(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+def _to_seconds(values: pa.ChunkedArray) -> pa.ChunkedArray:
     """Seconds (float64) of times of day and durations."""
     data_type = values.type
-    ticks = values.view(pa.int64() if data_type.bit_width == 64 else pa.int32()).cast(pa.float64())
-    return pc.divide(ticks, float(_TICKS_PER_SECOND[data_type.unit]))
+    per = _TICKS_PER_SECOND[data_type.unit]
+    width = pa.int64() if data_type.bit_width == 64 else pa.int32()
+    return pa.chunked_array([_ticks_to_seconds(pc.cast(chunk.view(width), pa.int64()), per)
+                             for chunk in values.chunks], pa.float64())
 
 
 def _parse_dates(values: pa.Array) -> pa.Array:
@@ -187,11 +211,11 @@ class ColumnInspector:
                     and (why := _unsupported(f.type))]
         if refused:
             listed = "; ".join(f"`{name}` holds {why}" for name, why in refused)
-            names = ", ".join(name for name, _ in refused)
+            names = drop_columns_argument([name for name, _ in refused])
             raise DataValidationError(
                 f"{display}: column(s) of a type a model cannot use: {listed}. Every cell must hold one number, "
                 f"text, boolean or date: turn such a column into scalar columns (a count, one column per item), or "
-                f"leave it out with drop_columns='{names}'"
+                f"leave it out with drop_columns='{names}' (kfp-tabular run --drop-columns)"
             )
         duplicates = sorted({n for n in flat.names if flat.names.count(n) > 1})
         if duplicates:
@@ -361,7 +385,7 @@ def _convert(values: pa.ChunkedArray, decision: ColumnType, target: pa.DataType)
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         return _to_epoch_seconds(values)
     if pa.types.is_time(t) or pa.types.is_duration(t):
-        return pa.chunked_array([_to_seconds(chunk) for chunk in values.chunks], pa.float64())
+        return _to_seconds(values)
     if pa.types.is_decimal(t):
         values = decimal_to_float64(values)
     if pa.types.is_floating(values.type) and target == pa.int64():  # whole-number labels: NaN becomes null

@@ -21,6 +21,8 @@ def ingest_data(
     validation_fraction: float = 0.15,
     test_fraction: float = 0.2,
     seed: int = 0,
+    drop_columns: str = "",
+    bad_values: str = "error",
 ):
     """Read a table, validate it, profile it and split it into train / validation / test Parquet datasets.
 
@@ -31,7 +33,8 @@ def ingest_data(
         source_uri: Where the table is: a local path or ``file://``, ``s3://bucket/key`` (any S3-compatible store),
             or ``builtin://penguins`` (the bundled demo dataset).
         label: Name of the column to predict.
-        train_data: Training split (Parquet file); metadata has ``rows``, ``sha256`` and ``columns``.
+        train_data: Training split (Parquet file); metadata has ``rows``, ``sha256``, ``columns`` and
+            ``column_types`` (the logical type ingest decided for each column, also stored in the file).
         validation_data: Validation split, used by AutoGluon as tuning data.
         test_data: Held-out test split, used only by evaluation.
         profile: Markdown data profile: per column type, missing fraction, distinct values; duplicate rows.
@@ -42,14 +45,21 @@ def ingest_data(
         validation_fraction: Share of rows in the validation split.
         test_fraction: Share of rows in the test split.
         seed: Seed of the (stratified) split.
+        drop_columns: Columns to leave out (IDs, copies of the label, unusable types): a JSON list or names
+            separated by commas.
+        bad_values: Stray values in a column of numbers or dates: ``error`` (fail, naming the rows), ``missing``
+            (read them as missing) or ``text`` (keep the column as text).
     """
+    import sys
     from pathlib import Path
 
+    from kfp_tabular.components.ingest_data.column_types import parse_drop_columns
     from kfp_tabular.components.ingest_data.core import IngestConfig, ingest
 
     config = IngestConfig(
         label=label, problem_type=problem_type, file_format=file_format, encoding=encoding,
         validation_fraction=validation_fraction, test_fraction=test_fraction, seed=seed,
+        drop_columns=parse_drop_columns(drop_columns), bad_values=bad_values,
     )
     result = ingest(
         source_uri, config, Path(train_data.path), Path(validation_data.path), Path(test_data.path),
@@ -59,3 +69,5 @@ def ingest_data(
         artifact.metadata.update(result.splits[split])
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
+    for warning in result.warnings:
+        print(f"kfp-tabular warning: {warning}", file=sys.stderr)

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kfp_tabular.components._shared.table_schema import TableSchema
+from kfp_tabular.components.ingest_data.column_types import drop_columns_argument
 from kfp_tabular.components.ingest_data.labels import LabelSummary
 from kfp_tabular.components.ingest_data.profiling import TableProfile
 
@@ -33,8 +34,8 @@ def _normalized(name: str) -> str:
 def find_warnings(sample: pa.Table, schema: TableSchema, label: LabelSummary, profile: TableProfile) -> list[str]:
     """Warnings for the profile and the step log, one sentence each (with the fix)."""
     warnings: list[str] = []
-    fix = "if so, leave it out with drop_columns (kfp-tabular run --drop-columns)"
     for name in sample.column_names:
+        fix = _fix(name)
         if name == label.name:
             continue
         if _normalized(name) == _normalized(label.name):
@@ -50,8 +51,12 @@ def find_warnings(sample: pa.Table, schema: TableSchema, label: LabelSummary, pr
                 f"reads it scores well in evaluation and fails in serving if the value is known only after the "
                 f"outcome (target leakage); {fix}"
             )
-    warnings += _id_like(profile, label.name, fix)
+    warnings += _id_like(profile, label.name)
     return warnings
+
+
+def _fix(name: str) -> str:
+    return f"if so, leave it out with drop_columns='{drop_columns_argument([name])}' (kfp-tabular run --drop-columns)"
 
 
 def _reproduction(column: pa.ChunkedArray, label: LabelSummary, sample: pa.Table) -> str | None:
@@ -85,7 +90,7 @@ def _reproduction(column: pa.ChunkedArray, label: LabelSummary, sample: pa.Table
     return f"its value gives the class of {100 * share:.1f}% of rows" if share >= REPRODUCES else None
 
 
-def _id_like(profile: TableProfile, label: str, fix: str) -> list[str]:
+def _id_like(profile: TableProfile, label: str) -> list[str]:
     out = []
     for column in profile.columns:
         if column.name == label or profile.rows < MIN_ROWS or column.missing:
@@ -93,7 +98,7 @@ def _id_like(profile: TableProfile, label: str, fix: str) -> list[str]:
         if column.type in ("string", "int64", "int32", "uint64", "uint32") and column.distinct == profile.rows:
             out.append(
                 f"`{column.name}` has a different value in each of the {profile.rows} rows: it looks like an ID, "
-                f"which names rows but predicts nothing about new ones; {fix}"
+                f"which names rows but predicts nothing about new ones; {_fix(column.name)}"
             )
     return out
 

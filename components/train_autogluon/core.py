@@ -19,6 +19,7 @@ from kfp_tabular.components._shared.files import all_or_nothing, write_text_atom
 from kfp_tabular.components._shared.jsonargs import parse_json_object
 from kfp_tabular.components._shared.markdown import format_value, frame_table
 from kfp_tabular.components._shared.splits import read_split
+from kfp_tabular.components._shared.table_schema import read_table_schema
 from kfp_tabular.components.train_autogluon.presets import (
     DEPLOYABLE_PRESET,
     deployable_fit_kwargs,
@@ -226,13 +227,26 @@ def _is_numeric(series: pd.Series) -> bool:
     return is_numeric_dtype(series) and not is_bool_dtype(series)
 
 
+def resolved_problem_type(config: TrainConfig, train_path: Path) -> str | None:
+    """The problem type to fit: the one ingest_data decided and stored in the split, unless one is requested.
+
+    None (AutoGluon infers it) only for splits that ingest_data did not write.
+    """
+    if config.problem_type != "auto":
+        return config.problem_type
+    schema = read_table_schema(train_path)
+    if schema is None or schema.label != config.label:
+        return None
+    return schema.problem_type
+
+
 def _fit(train: pd.DataFrame, validation: pd.DataFrame, model_dir: Path, config: TrainConfig,
-         verbosity: int, num_cpus: int | str) -> Any:
+         verbosity: int, num_cpus: int | str, problem_type: str | None) -> Any:
     from autogluon.tabular import TabularPredictor
 
     predictor = TabularPredictor(
         label=config.label,
-        problem_type=None if config.problem_type == "auto" else config.problem_type,
+        problem_type=problem_type,
         eval_metric=None if config.eval_metric == "auto" else config.eval_metric,
         path=str(model_dir),
         verbosity=verbosity,
@@ -339,7 +353,8 @@ def train(
         validation_frame = read_split(Path(validation_path), "validation split")
         _check_splits(train_frame, validation_frame, config, (Path(train_path), Path(validation_path)))
         started = time.perf_counter()
-        predictor = _fit(train_frame, validation_frame, model_dir, config, verbosity, num_cpus)
+        problem_type = resolved_problem_type(config, Path(train_path))
+        predictor = _fit(train_frame, validation_frame, model_dir, config, verbosity, num_cpus, problem_type)
         fit_time_s = time.perf_counter() - started
         leaderboard = predictor.leaderboard(silent=True)
         metadata = _metadata(predictor, train_frame, config)

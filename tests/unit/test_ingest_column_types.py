@@ -255,3 +255,29 @@ def test_decision_is_stored_in_every_split_and_the_metadata(tmp_path: Path) -> N
         assert stored == result.schema
         assert stored.as_metadata() == expected
         assert result.splits[name]["column_types"] == expected
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    ("", ()), ("a, b", ("a", "b")), ('["label ", "x,y"]', ("label ", "x,y")),
+])
+def test_drop_columns_text(text: str, names: tuple[str, ...]) -> None:
+    from kfp_tabular.components.ingest_data.column_types import drop_columns_argument, parse_drop_columns
+
+    assert parse_drop_columns(text) == names
+    assert parse_drop_columns(drop_columns_argument(list(names))) == names
+    with pytest.raises(ConfigError, match="JSON list"):
+        parse_drop_columns('["a"')
+
+
+def test_the_advised_drop_columns_value_works(tmp_path: Path) -> None:
+    # the warning's fix must be usable as written, even for a name with a trailing space
+    n = 100
+    table = pa.table({"x": np.arange(n) % 7, "label ": ["p", "q"] * (n // 2), "label": ["p", "q"] * (n // 2)})
+    source = write_parquet(table, tmp_path)
+    result, _ = run(source, tmp_path / "out", label="label")
+    advised = result.warnings[0].split("drop_columns='")[1].split("'")[0]
+    assert advised == '["label "]'
+    from kfp_tabular.components.ingest_data.column_types import parse_drop_columns
+
+    result, paths = run(source, tmp_path / "fixed", label="label", drop_columns=parse_drop_columns(advised))
+    assert result.warnings == () and pq.read_schema(paths["train"]).names == ["x", "label"]

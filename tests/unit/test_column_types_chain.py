@@ -1,0 +1,74 @@
+"""Column types from ingest to predict: what ingest decides is what training, evaluation and export use."""
+
+from __future__ import annotations
+
+import decimal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from core_chain import evaluate_model, export_model, ingest_table, train_model
+
+from kfp_tabular.components._shared.predictor import load_predictor
+from kfp_tabular.components.train_autogluon.core import TrainConfig, resolved_problem_type
+
+pytestmark = pytest.mark.slow
+
+
+def test_decimal_label_trains_and_evaluates_as_regression(tmp_path: Path) -> None:
+    # issue 11, defect 3: AutoGluon picked multiclass from the object dtype, evaluation then crashed in sklearn
+    n = 240
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 10, n)
+    price = [decimal.Decimal(f"{1000 + 300 * v + rng.normal():.2f}") for v in x]
+    source = tmp_path / "prices.parquet"
+    pq.write_table(pa.table({"x": x, "size": rng.choice(["s", "m", "l"], n),
+                             "price": pa.array(price, pa.decimal128(10, 2))}), source)
+    chain = ingest_table(source, tmp_path / "run", label="price")
+    assert resolved_problem_type(TrainConfig(label="price"), chain.split("train")) == "regression"
+    train_model(chain, "price", models={"LR": {}})
+    assert chain.train.metadata["problem_type"] == "regression"
+    evaluate_model(chain)
+    assert chain.evaluation.metrics["r2"] > 0.9
+
+
+def test_float_zero_one_label_with_blanks_exports_at_parity(tmp_path: Path) -> None:
+    # issue 11, defect 4: classes [0, 1] but predict() said "0.0"/"1.0"; the export's label agreement was 0 %
+    n = 300
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    label = ((a + 0.5 * b) > 0).astype(float)
+    label[rng.random(n) < 0.08] = np.nan
+    source = tmp_path / "blanks.csv"
+    pd.DataFrame({"a": a, "b": b, "label": label}).to_csv(source, index=False)
+    chain = ingest_table(source, tmp_path / "run", label="label")
+    train_model(chain, "label")
+    assert chain.train.metadata["classes"] == ["0", "1"]
+    predictor = load_predictor(chain.model)
+    test = pd.read_parquet(chain.split("test"))
+    assert set(predictor.predict(test).astype(str)) <= {"0", "1"}
+    evaluate_model(chain)
+    export_model(chain)
+    assert chain.export.metrics["label_agreement"] == 1.0
+    assert chain.export.metrics["parity_max_abs_diff"] <= 1e-6
+
+
+def test_timestamp_feature_exports(tmp_path: Path) -> None:
+    # issue 11, defect 5: export refused datetime columns after training; ingest now stores epoch seconds
+    n = 300
+    rng = np.random.default_rng(2)
+    stamps = pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.uniform(0, 730, n), unit="D")
+    y = np.where(stamps > pd.Timestamp("2024-01-01"), "late", "early")
+    flip = rng.random(n) < 0.05
+    y[flip] = np.where(y[flip] == "late", "early", "late")
+    source = tmp_path / "stamps.parquet"
+    pq.write_table(pa.table({"when": pa.array(stamps.to_numpy(), pa.timestamp("ns")),
+                             "x": rng.normal(size=n), "y": y}), source)
+    chain = ingest_table(source, tmp_path / "run", label="y")
+    train_model(chain, "y")
+    evaluate_model(chain)
+    export_model(chain)
+    assert chain.export.metrics["label_agreement"] == 1.0
