@@ -20,6 +20,7 @@ from kfp_tabular.components._shared.ensemble import describe_ensemble
 from kfp_tabular.components._shared.files import all_or_nothing, remove_path, write_text_atomic
 from kfp_tabular.components._shared.predictor import load_predictor
 from kfp_tabular.components._shared.splits import read_split
+from kfp_tabular.components._shared.table_schema import read_table_schema
 from kfp_tabular.components.export_savedmodel.signature import SIGNATURE_FILE, SIGNATURE_KEY, SignatureInfo
 from kfp_tabular.errors import ConfigError, DataSourceError, ExportParityError, UnsupportedModelError
 
@@ -133,7 +134,8 @@ def _export(model_dir: Path, test_path: Path, savedmodel_dir: Path, config: Expo
     if blocking and config.refit_ensemble:
         predictor, model_name, refit = refit_exportable_ensemble(predictor, structure, blocking, workdir / "refit")
         structure = describe_ensemble(predictor, model_name)
-    plan = build_feature_plan(predictor, frame)
+    decided = read_table_schema(Path(test_path))
+    plan = build_feature_plan(predictor, frame, decided.as_metadata() if decided else None)
     members = compile_members(structure, plan, predictor.transform_features(frame.head(1)))
     spec = output_spec(predictor, structure)
     signature = SignatureInfo(

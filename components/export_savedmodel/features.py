@@ -135,13 +135,16 @@ def _check_generators(generator: Any) -> list[list[Any]]:
     return generator.generators
 
 
-def build_feature_plan(predictor: Any, frame: Any | None = None) -> FeaturePlan:
+def build_feature_plan(predictor: Any, frame: Any | None = None,
+                       logical_types: dict[str, str] | None = None) -> FeaturePlan:
     """Read the fitted feature pipeline of a predictor into a :class:`FeaturePlan`.
 
     Args:
         predictor: A loaded ``TabularPredictor``.
         frame: Optional table with the original columns (e.g. the test split); gives the dtype of columns that
             AutoGluon dropped at fit, which the pipeline no longer records.
+        logical_types: The column types ingest_data decided (``TableSchema.as_metadata()``), recorded in the
+            signature so that clients can send, e.g., a datetime as text.
 
     Raises:
         UnsupportedModelError: datetime / text features, or a custom feature pipeline.
@@ -166,8 +169,10 @@ def build_feature_plan(predictor: Any, frame: Any | None = None) -> FeaturePlan:
             raw_types[column] = _frame_raw_type(frame[column]) if frame is not None and column in frame else "object"
     names = sanitize_names(original)
     used = set(pipeline.features_in)
+    logical_types = logical_types or {}
     inputs = tuple(
-        InputColumn(name=names[c], column=c, dtype=_tf_dtype_for(raw_types[c]), raw_type=raw_types[c], used=c in used)
+        InputColumn(name=names[c], column=c, dtype=_tf_dtype_for(raw_types[c]), raw_type=raw_types[c], used=c in used,
+                    logical_type=logical_types.get(c, ""))
         for c in original
     )
     dtype_of = {item.column: item.dtype for item in inputs}

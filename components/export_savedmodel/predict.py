@@ -23,8 +23,6 @@ from kfp_tabular.components.export_savedmodel.signature import (
     SignatureInfo,
     read_signature,
     resolve_keys,
-    to_float_value,
-    to_string_value,
 )
 from kfp_tabular.errors import DataValidationError
 
@@ -89,11 +87,8 @@ def predict_rows(savedmodel_dir: Path, payload: dict[str, Any]) -> dict[str, Any
     values, count, row_format = _columns(payload, signature)
     tensors = {}
     for column in signature.inputs:
-        raw = values[column.name]
-        if column.dtype == FLOAT:
-            tensors[column.name] = tf.constant(np.array([to_float_value(v, column.column) for v in raw], np.float64))
-        else:
-            tensors[column.name] = tf.constant(np.array([to_string_value(v) for v in raw], dtype=object), tf.string)
+        encoded = column.encode(values[column.name])
+        tensors[column.name] = tf.constant(encoded, tf.float64 if column.dtype == FLOAT else tf.string)
     if count == 0:
         return {"predictions": []} if row_format else {"outputs": {}}
     outputs = {key: _plain(value.numpy()) for key, value in loaded.signatures[SIGNATURE_KEY](**tensors).items()}

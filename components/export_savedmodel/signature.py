@@ -27,6 +27,7 @@ SIGNATURE_KEY = "serving_default"
 SIGNATURE_FILE = Path("assets.extra") / "kfp_tabular_signature.json"
 FLOAT = "float64"
 STRING = "string"
+DATETIME = "datetime"
 # Spellings accepted as true / false for boolean columns sent as strings.
 TRUE_STRINGS = ("True", "true", "TRUE", "1")
 FALSE_STRINGS = ("False", "false", "FALSE", "0")
@@ -42,6 +43,9 @@ class InputColumn:
         dtype: ``float64`` (numeric, integer) or ``string`` (categorical, boolean, text).
         raw_type: AutoGluon raw type of the column (``float``, ``int``, ``object``, ``category``, ``bool``).
         used: False when AutoGluon dropped the column (constant, unused): accepted and ignored.
+        logical_type: The type ingest_data decided (``numeric``, ``boolean``, ``categorical``, ``datetime``); ""
+            for models trained on splits without that decision. A ``datetime`` input is a float64 of seconds since
+            1970-01-01 UTC; the request helpers also accept ISO 8601 text and datetime objects for it.
     """
 
     name: str
@@ -49,6 +53,17 @@ class InputColumn:
     dtype: str
     raw_type: str
     used: bool = True
+    logical_type: str = ""
+
+    def encode(self, values: list[Any]) -> Any:
+        """A request's values for this input as the numpy array the signature takes."""
+        import numpy as np
+
+        if self.dtype != FLOAT:
+            return np.array([to_string_value(v) for v in values], dtype=object)
+        if self.logical_type == DATETIME:
+            return np.array([to_epoch_seconds(v, self.column) for v in values], dtype=np.float64)
+        return np.array([to_float_value(v, self.column) for v in values], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -98,27 +113,40 @@ def read_signature(savedmodel_dir: Path) -> SignatureInfo:
     return SignatureInfo.from_json(path.read_text(encoding="utf-8"))
 
 
+def _identifier(column: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9_]", "_", str(column)).strip("_") or "col"
+    return base if base[0].isalpha() else f"f_{base}"
+
+
 def sanitize_names(columns: list[str]) -> dict[str, str]:
     """Map column names to unique tensor names made of letters, digits and underscores, starting with a letter.
+
+    A column whose name already is such a name keeps it, so a client that sends tensor ``a_b`` always means
+    column ``a_b``; the others get their sanitized name, with ``_2``, ``_3``… when it is taken. Names are unique
+    regardless of case.
 
     Args:
         columns: Original column names, in signature order.
 
     Returns:
-        Original name -> sanitized name; collisions get ``_2``, ``_3``... suffixes.
+        Original name -> tensor name.
     """
     used: set[str] = set()
     mapping: dict[str, str] = {}
     for column in columns:
-        base = re.sub(r"[^A-Za-z0-9_]", "_", str(column)).strip("_") or "col"
-        if not base[0].isalpha():
-            base = f"f_{base}"
+        if _identifier(column) == column and column.lower() not in used:
+            mapping[column] = column
+            used.add(column.lower())
+    for column in columns:
+        if column in mapping:
+            continue
+        base = _identifier(column)
         name, suffix = base, 2
         while name.lower() in used:
             name, suffix = f"{base}_{suffix}", suffix + 1
         used.add(name.lower())
         mapping[column] = name
-    return mapping
+    return {column: mapping[column] for column in columns}
 
 
 def _is_missing(value: Any) -> bool:
@@ -147,6 +175,30 @@ def to_float_value(value: Any, column: str) -> float:
         raise DataValidationError(
             f"Column {column!r} is numeric but got {value!r}: send a number, or null / NaN for a missing value."
         ) from None
+
+
+def to_epoch_seconds(value: Any, column: str) -> float:
+    """Render one cell of a datetime input: seconds since 1970-01-01 UTC (naive times count as UTC).
+
+    Takes a number (already seconds), ISO 8601 text, or a ``datetime`` / ``pandas.Timestamp``; missing -> NaN.
+    """
+    import pandas as pd
+
+    if _is_missing(value) or (isinstance(value, str) and value.strip() == ""):
+        return math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        raise DataValidationError(
+            f"Column {column!r} is a date and time but got {value!r}: send ISO 8601 text such as "
+            "'2024-05-01T12:30:00Z', seconds since 1970-01-01 UTC, or null for a missing value."
+        ) from None
+    if stamp is pd.NaT:
+        return math.nan
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return (stamp - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
 
 
 MIX_HINT = "Send either original column names or tensor names, not a mix."
@@ -243,13 +295,7 @@ def frame_to_inputs(frame: Any, signature: SignatureInfo) -> dict[str, Any]:
     Raises:
         DataValidationError: a signature column is missing or ambiguous, or a numeric cell is not a number.
     """
-    import numpy as np
-
     arrays = {}
     for key, column in resolve_keys(frame.columns, signature, "The input table").items():
-        values = frame[key].tolist()
-        if column.dtype == FLOAT:
-            arrays[column.name] = np.array([to_float_value(v, column.column) for v in values], dtype=np.float64)
-        else:
-            arrays[column.name] = np.array([to_string_value(v) for v in values], dtype=object)
+        arrays[column.name] = column.encode(frame[key].tolist())
     return {column.name: arrays[column.name] for column in signature.inputs}

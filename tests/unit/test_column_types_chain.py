@@ -72,3 +72,15 @@ def test_timestamp_feature_exports(tmp_path: Path) -> None:
     evaluate_model(chain)
     export_model(chain)
     assert chain.export.metrics["label_agreement"] == 1.0
+    # clients send the raw timestamp (ISO text, any zone); the signature says the input is a datetime
+    from kfp_tabular.components.export_savedmodel.predict import predict_rows
+    from kfp_tabular.components.export_savedmodel.signature import read_signature
+
+    assert read_signature(chain.savedmodel).by_column["when"].logical_type == "datetime"
+    test = pd.read_parquet(chain.split("test")).head(20)
+    iso = [pd.Timestamp(s, unit="s", tz="UTC").tz_convert("Asia/Tokyo").isoformat() for s in test["when"]]
+    answer = predict_rows(chain.savedmodel, {"instances": [{"when": w, "x": x} for w, x in zip(iso, test["x"],
+                                                                                               strict=True)]})
+    expected = load_predictor(chain.model).predict_proba(test.drop(columns=["y"])).to_numpy()
+    got = np.array([row["probabilities"] for row in answer["predictions"]])
+    assert np.abs(got - expected).max() <= 1e-6

@@ -12,8 +12,28 @@ def test_sanitize_names_gives_unique_identifier_like_names() -> None:
     from kfp_tabular.components.export_savedmodel.signature import sanitize_names
 
     names = sanitize_names(["num a", "num_a", "1st", "é", "Num A", "x.y/z"])
-    assert names == {"num a": "num_a", "num_a": "num_a_2", "1st": "f_1st", "é": "col", "Num A": "Num_A_3",
+    # `num_a` is a valid tensor name already and keeps it: tensor `num_a` always means column `num_a`
+    assert names == {"num a": "num_a_2", "num_a": "num_a", "1st": "f_1st", "é": "col", "Num A": "Num_A_3",
                      "x.y/z": "x_y_z"}
+
+
+def test_datetime_inputs_take_iso_text_datetimes_and_seconds() -> None:
+    import datetime
+
+    import pandas as pd
+
+    from kfp_tabular.components.export_savedmodel.signature import InputColumn
+    from kfp_tabular.errors import DataValidationError
+
+    column = InputColumn("when", "when", "float64", "float", logical_type="datetime")
+    noon = 1714566600.0  # 2024-05-01T12:30:00Z
+    values = ["2024-05-01T12:30:00Z", "2024-05-01 14:30:00+02:00", "2024-05-01T12:30:00",
+              datetime.datetime(2024, 5, 1, 12, 30), pd.Timestamp("2024-05-01 12:30", tz="UTC"), noon, None, ""]
+    encoded = column.encode(values)
+    assert encoded[:6].tolist() == [noon] * 6
+    assert pd.isna(encoded[6]) and pd.isna(encoded[7])
+    with pytest.raises(DataValidationError, match="'when' is a date and time but got 'soon'"):
+        column.encode(["soon"])
 
 
 def test_export_config_rejects_a_bad_tolerance() -> None:

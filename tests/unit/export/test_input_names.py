@@ -36,21 +36,65 @@ def _frame(n: int, seed: int) -> pd.DataFrame:
     return frame
 
 
-@pytest.fixture(scope="module")
-def colliding(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame, np.ndarray]:
-    """(SavedModel folder, 40 test rows with the label, AutoGluon's predict_proba on them)."""
-    from autogluon.tabular import TabularPredictor
+def _earlier_release_names(columns: list[str]) -> dict[str, str]:
+    """How exports before this release named tensors: in column order, so `a b` took `a_b` from column `a_b`."""
+    import re
 
-    from kfp_tabular.components.export_savedmodel.core import ExportConfig, export
+    used: set[str] = set()
+    mapping: dict[str, str] = {}
+    for column in columns:
+        base = re.sub(r"[^A-Za-z0-9_]", "_", str(column)).strip("_") or "col"
+        base = base if base[0].isalpha() else f"f_{base}"
+        name, suffix = base, 2
+        while name.lower() in used:
+            name, suffix = f"{base}_{suffix}", suffix + 1
+        used.add(name.lower())
+        mapping[column] = name
+    return mapping
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame, np.ndarray]:
+    """(predictor folder with its test split, 40 test rows with the label, AutoGluon's predict_proba on them)."""
+    from autogluon.tabular import TabularPredictor
 
     root = tmp_path_factory.mktemp("colliding")
     predictor = TabularPredictor("label", path=str(root / "ag"), problem_type="binary", verbosity=0).fit(
         _frame(300, 0), hyperparameters={"GBM": {"num_boost_round": 20}}, num_cpus=1, time_limit=60)
     test = _frame(40, 1)
     test.to_parquet(root / "test.parquet")
-    export(root / "ag", root / "test.parquet", root / "sm", ExportConfig(), root / "parity.md")
-    reference = predictor.predict_proba(test.drop(columns=["label"])).to_numpy()
-    return root / "sm", test, reference
+    return root, test, predictor.predict_proba(test.drop(columns=["label"])).to_numpy()
+
+
+def _export(root: Path, name: str) -> Path:
+    from kfp_tabular.components.export_savedmodel.core import ExportConfig, export
+
+    export(root / "ag", root / "test.parquet", root / name, ExportConfig(), root / f"{name}.md")
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def colliding(fitted) -> tuple[Path, pd.DataFrame, np.ndarray]:
+    """An export named as earlier releases named tensors (`a b` -> `a_b`): such models are in use, and the
+    request rule must keep them unambiguous."""
+    root, test, reference = fitted
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("kfp_tabular.components.export_savedmodel.features.sanitize_names", _earlier_release_names)
+        savedmodel = _export(root, "sm-earlier")
+    return savedmodel, test, reference
+
+
+def test_current_exports_never_give_a_tensor_another_columns_name(fitted) -> None:
+    from kfp_tabular.components.export_savedmodel.predict import predict_rows
+
+    root, test, reference = fitted
+    savedmodel = _export(root, "sm")
+    names = _tensor_names(savedmodel)
+    assert names["a_b"] == "a_b" and not any(name in names and names[name] != name for name in names.values())
+    for rows in (json.loads(test.to_json(orient="records")), _rows(test, rename=names)):
+        assert np.abs(_probabilities(predict_rows(savedmodel, {"instances": rows})) - reference).max() <= 1e-6
+    with pytest.raises(DataValidationError, match="not a mix|twice|more than once"):
+        predict_rows(savedmodel, {"instances": _rows(test, extra={names["a b"]: "a b"})})
 
 
 def _tensor_names(savedmodel: Path) -> dict[str, str]:
