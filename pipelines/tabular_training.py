@@ -14,12 +14,19 @@ from kfp_tabular.components.train_autogluon.component import train_autogluon
 
 PIPELINE_NAME = "tabular-training"
 
-# Keys of the Kubernetes Secret that holds the S3 / MinIO connection, mapped to the environment variables the
-# ingestion core reads. Credentials never travel as pipeline parameters: those are public in KFP.
+# Keys of the Kubernetes Secret that holds the S3 / MinIO connection, mapped to the environment variables
+# components/_shared/s3.py reads. Credentials never travel as pipeline parameters: those are public in KFP.
 S3_SECRET_KEYS = {
     "S3_ENDPOINT": "S3_ENDPOINT",
     "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+}
+# Keys a Secret may leave out (plain-HTTP MinIO needs none of them).
+S3_OPTIONAL_SECRET_KEYS = {
+    "S3_USE_HTTPS": "S3_USE_HTTPS",
+    "AWS_REGION": "AWS_REGION",
+    "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION",
+    "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN",
 }
 
 
@@ -68,7 +75,8 @@ def tabular_training(
         explain_background_size: Background rows sampled from the train split for SHAP.
         explain_max_rows: Test rows explained.
         refit_ensemble: Export a weighted ensemble refitted over exportable models only.
-        s3_secret_name: Kubernetes Secret with ``S3_ENDPOINT``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``.
+        s3_secret_name: Kubernetes Secret with ``S3_ENDPOINT``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``
+            and optionally ``S3_USE_HTTPS``, ``AWS_REGION``, ``AWS_DEFAULT_REGION``, ``AWS_SESSION_TOKEN``.
     """
     ingest = ingest_data(
         source_uri=source_uri,
@@ -77,8 +85,13 @@ def tabular_training(
         file_format=file_format,
         seed=seed,
     )
-    # optional=True: builtin:// and volume paths need no Secret; s3:// without it fails with a clear message.
+    # optional=True: builtin:// and volume paths need no Secret; s3:// without it fails with a clear message. The
+    # KFP driver puts the flag on every secretKeyRef, so a Secret lacking an optional key leaves that variable
+    # unset instead of failing the pod; the optional keys get their own call so they stay optional even if the
+    # required ones are ever made mandatory.
     kubernetes.use_secret_as_env(ingest, secret_name=s3_secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
+    kubernetes.use_secret_as_env(ingest, secret_name=s3_secret_name, secret_key_to_env=S3_OPTIONAL_SECRET_KEYS,
+                                 optional=True)
     _resources(ingest, "1", "2Gi")
 
     train = train_autogluon(

@@ -24,7 +24,9 @@ def evaluate_model(
         test_data: Held-out test split from ``ingest_data``.
         metrics: Test metrics. Classification: accuracy, balanced_accuracy, log_loss, f1_macro, roc_auc
             (binary). Regression: rmse, mae, r2.
-        classification_metrics: Confusion matrix (and ROC curve for binary) drawn by the dashboard.
+        classification_metrics: Confusion matrix (and ROC curve for binary) drawn by the dashboard; with more
+            than 30 classes, the 30 with the most test rows plus an "(other)" bucket. Metadata ``classes``,
+            ``classes_shown`` and ``truncation`` (what was left out; empty when nothing).
         report: Self-contained HTML report.
         reason: One line saying why the model is (not) blessed.
         thresholds: Optional JSON of minimum (or, for error metrics, maximum) values, e.g. ``{"accuracy": 0.9}``.
@@ -43,7 +45,9 @@ def evaluate_model(
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     if result.confusion_matrix is not None:
-        classification_metrics.log_confusion_matrix(result.class_names, result.confusion_matrix)
+        classification_metrics.log_confusion_matrix(result.confusion_labels, result.confusion_matrix)
+        classification_metrics.metadata.update(classes=len(result.class_names),
+                                               classes_shown=len(result.per_class), truncation=result.truncation)
     if result.roc_curve is not None:
         classification_metrics.log_roc_curve(*result.roc_curve)
     Path(reason).write_text(result.reason, encoding="utf-8")

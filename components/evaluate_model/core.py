@@ -19,7 +19,13 @@ from kfp_tabular.components.evaluate_model.blessing import (
     parse_baseline,
     parse_thresholds,
 )
-from kfp_tabular.components.evaluate_model.metrics import compute_metrics, confusion, roc_points
+from kfp_tabular.components.evaluate_model.metrics import (
+    bounded_confusion,
+    compute_metrics,
+    per_class_metrics,
+    roc_points,
+    shown_classes,
+)
 from kfp_tabular.components.evaluate_model.report import render_report
 from kfp_tabular.errors import DataValidationError, ModelError
 
@@ -67,10 +73,15 @@ class EvaluationResult:
         metrics: Test metrics (see ``metrics.compute_metrics``) and ``test_rows``.
         problem_type: ``binary``, ``multiclass`` or ``regression``.
         class_names: Classes as strings in the predictor's order; ``None`` for regression.
-        confusion_matrix: Rows are true classes, columns predicted ones, in ``class_names`` order.
+        confusion_matrix: Rows are true classes, columns predicted ones, in ``confusion_labels`` order.
         roc_curve: ``(fpr, tpr, thresholds)`` for binary tasks, finite, at most ~200 points.
         blessed: Whether every threshold holds and the model is not worse than the baseline.
         reason: Why, in one line.
+        confusion_labels: Rows and columns of ``confusion_matrix``: ``class_names`` when there are at most
+            ``metrics.MAX_CLASSES_SHOWN`` classes, else that many with the most test rows and an ``(other)``
+            bucket summing the rest.
+        per_class: ``[class, precision, recall, f1, test rows]`` of the named classes of the matrix.
+        truncation: What was left out of the matrix and the per-class table, in one sentence; empty if nothing.
     """
 
     metrics: dict[str, float]
@@ -80,6 +91,9 @@ class EvaluationResult:
     roc_curve: tuple[list[float], list[float], list[float]] | None
     blessed: bool
     reason: str
+    confusion_labels: list[str] | None = None
+    per_class: list[list[Any]] = field(default_factory=list)
+    truncation: str = ""
 
 
 def _check_test(frame: pd.DataFrame, predictor: Any, path: Path) -> None:
@@ -108,6 +122,20 @@ def _check_test(frame: pd.DataFrame, predictor: Any, path: Path) -> None:
                 f"The test split {path} has label values the model never saw in training: "
                 f"{', '.join(unseen)}. Re-split the data so that every class is in the train split."
             )
+
+
+def _add_class_tables(result: EvaluationResult, y_true: Any, y_pred: Any, classes: list[Any]) -> None:
+    """Fill the bounded confusion matrix, the per-class table and the truncation note."""
+    shown = shown_classes(y_true, y_pred, classes)
+    labels, matrix = bounded_confusion(y_true, y_pred, classes)
+    result.confusion_labels, result.confusion_matrix = labels, matrix
+    result.per_class = per_class_metrics(y_true, y_pred, shown)
+    if len(shown) < len(classes):
+        result.truncation = (
+            f"{len(classes)} classes: the confusion matrix and the per-class table show the {len(shown)} with the "
+            f"most test rows; the other {len(classes) - len(shown)} classes ({sum(matrix[-1])} test rows) are "
+            f"summed in '{labels[-1]}' (the table leaves them out). The test metrics cover all classes."
+        )
 
 
 def evaluate(model_dir: Path, test_path: Path, config: EvaluateConfig, report_path: Path) -> EvaluationResult:
@@ -153,11 +181,13 @@ def evaluate(model_dir: Path, test_path: Path, config: EvaluateConfig, report_pa
             metrics=metrics,
             problem_type=problem_type,
             class_names=[str(name) for name in classes] if classes is not None else None,
-            confusion_matrix=confusion(y_true, y_pred, classes) if classes is not None else None,
+            confusion_matrix=None,
             roc_curve=roc,
             blessed=blessed,
             reason=reason,
         )
+        if classes is not None:
+            _add_class_tables(result, y_true, y_pred, classes)
         details: dict[str, Any] = {
             "label": predictor.label,
             "problem type": problem_type,

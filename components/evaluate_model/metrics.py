@@ -15,6 +15,10 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 ERROR_METRICS = frozenset({"rmse", "mae", "log_loss"})
 # The dashboard draws the ROC curve from a list stored in MLMD: a few hundred points are plenty.
 MAX_ROC_POINTS = 200
+# Classes named in the confusion matrix and the per-class table; beyond this the dashboard's matrix is unreadable
+# and the report's figure costs O(classes^2) text labels (1000 classes: minutes and gigabytes).
+MAX_CLASSES_SHOWN = 30
+OTHER_CLASSES = "(other)"
 
 
 def _positive_index(classes: Sequence[Any], positive_class: Any) -> int:
@@ -61,7 +65,10 @@ def compute_metrics(
         # AutoGluon's float32 rows sum to 1 only within rounding, which scikit-learn warns about.
         probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
         result["accuracy"] = skm.accuracy_score(y_true_array, y_pred_array)
-        result["balanced_accuracy"] = skm.balanced_accuracy_score(y_true_array, y_pred_array)
+        # = balanced_accuracy_score, without the dense classes x classes confusion matrix it builds.
+        result["balanced_accuracy"] = skm.recall_score(
+            y_true_array, y_pred_array, labels=np.unique(y_true_array), average="macro", zero_division=0
+        )
         result["log_loss"] = skm.log_loss(y_true_array, probabilities, labels=list(classes))
         result["f1_macro"] = skm.f1_score(y_true_array, y_pred_array, average="macro", zero_division=0)
         if problem_type == "binary":
@@ -89,6 +96,75 @@ def confusion(y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[An
 
     matrix = confusion_matrix(list(y_true), list(y_pred), labels=list(classes))
     return [[int(count) for count in row] for row in matrix]
+
+
+def shown_classes(
+    y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[Any], limit: int = MAX_CLASSES_SHOWN
+) -> list[Any]:
+    """The classes named in the confusion matrix and per-class table, in ``classes`` order.
+
+    All of them when there are at most ``limit``; else the ``limit`` with the most test rows (ties: the most
+    predicted, then the first in ``classes``).
+    """
+    import numpy as np
+    import pandas as pd
+
+    classes = list(classes)
+    if len(classes) <= limit:
+        return classes
+    index = pd.Index(classes)
+    true_counts = np.bincount(_codes(index, y_true), minlength=len(classes) + 1)[: len(classes)]
+    pred_counts = np.bincount(_codes(index, y_pred), minlength=len(classes) + 1)[: len(classes)]
+    order = np.lexsort((np.arange(len(classes)), -pred_counts, -true_counts))
+    return [classes[i] for i in sorted(order[:limit])]
+
+
+def _codes(index: Any, values: Sequence[Any]) -> Any:
+    """Position of each value in ``index``; values not in it get ``len(index)``."""
+    import numpy as np
+
+    codes = index.get_indexer(list(values))
+    return np.where(codes < 0, len(index), codes)
+
+
+def bounded_confusion(
+    y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[Any], limit: int = MAX_CLASSES_SHOWN
+) -> tuple[list[str], list[list[int]]]:
+    """Confusion matrix over ``shown_classes`` plus, when some are left out, one ``(other)`` row and column.
+
+    Linear in the rows, quadratic only in ``limit``. Returns the row/column labels (strings) and the counts:
+    rows are true classes, columns predicted ones; the ``(other)`` cells sum every left-out class.
+    """
+    import numpy as np
+    import pandas as pd
+
+    shown = shown_classes(y_true, y_pred, classes, limit)
+    labels = [str(name) for name in shown]
+    size = len(shown)
+    if size < len(classes):
+        other = OTHER_CLASSES
+        while other in labels:  # a real class may carry that name
+            other = f"({other})"
+        labels.append(other)
+        size += 1
+    index = pd.Index(shown)
+    true_codes, pred_codes = _codes(index, y_true), _codes(index, y_pred)
+    if size == len(shown):  # nothing left out: like scikit-learn, ignore values that are not classes
+        known = (true_codes < size) & (pred_codes < size)
+        true_codes, pred_codes = true_codes[known], pred_codes[known]
+    counts = np.bincount(true_codes * size + pred_codes, minlength=size * size).reshape(size, size)
+    return labels, [[int(count) for count in row] for row in counts]
+
+
+def per_class_metrics(y_true: Sequence[Any], y_pred: Sequence[Any], shown: Sequence[Any]) -> list[list[Any]]:
+    """``[class, precision, recall, f1, test rows]`` for each class in ``shown``."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        list(y_true), list(y_pred), labels=list(shown), zero_division=0
+    )
+    return [[str(name), float(p), float(r), float(f), int(s)]
+            for name, p, r, f, s in zip(shown, precision, recall, f1, support, strict=True)]
 
 
 def roc_points(

@@ -30,11 +30,11 @@ def _figure(width: float = 5.0, height: float = 4.0) -> Figure:
 
 
 def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> Figure:
-    """Heatmap of the confusion matrix with the count in each cell."""
+    """Heatmap of the confusion matrix with the count in each cell (pass a bounded matrix: one label per cell)."""
     import numpy as np
 
     counts = np.asarray(matrix)
-    size = max(4.0, 1.0 + 0.6 * len(class_names))
+    size = min(16.0, max(4.0, 1.0 + 0.6 * len(class_names)))
     figure = _figure(size, size * 0.85)
     axes = figure.subplots()
     image = axes.imshow(counts, cmap="Blues")
@@ -48,7 +48,8 @@ def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
     for row in ticks:
         for col in ticks:
             colour = "white" if counts[row, col] > middle else "black"
-            axes.text(col, row, str(counts[row, col]), ha="center", va="center", color=colour)
+            axes.text(col, row, str(counts[row, col]), ha="center", va="center", color=colour,
+                      fontsize=10 if len(class_names) <= 15 else 7)
     return figure
 
 
@@ -117,10 +118,14 @@ def render_report(
     report.table(["metric", "value", "better when"], rows)
     report.heading("Model")
     report.table(["property", "value"], [[key, str(value)] for key, value in details.items()])
-    if result.confusion_matrix is not None and result.class_names is not None:
+    if result.confusion_matrix is not None and result.confusion_labels is not None:
         report.heading("Confusion matrix")
-        report.figure(confusion_figure(result.confusion_matrix, result.class_names),
+        if result.truncation:
+            report.paragraph(result.truncation)
+        report.figure(confusion_figure(result.confusion_matrix, result.confusion_labels),
                       "rows: true class, columns: predicted class")
+        report.heading("Per-class metrics")
+        report.table(["class", "precision", "recall", "f1", "test rows"], result.per_class)
     if result.roc_curve is not None:
         report.heading("ROC curve")
         fpr, tpr, _ = result.roc_curve

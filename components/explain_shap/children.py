@@ -102,7 +102,8 @@ class ChildGame:
         ends = forest.ends()
         widths = kernels.tree_widths(group, forest.left, forest.right, forest.roots, ends)
         narrow = widths <= TABLE_MAX_WIDTH
-        values = np.zeros((len(self.x), self.n_features, forest.value.shape[1]))
+        dense = forest.value  # identity-output forests (regression, random forests) are never compact
+        values = np.zeros((len(self.x), self.n_features, forest.n_outputs))
         if narrow.any():
             width = int(widths[narrow].max())
             w_pos, w_neg = kernels.leaf_weights(width)
@@ -110,13 +111,13 @@ class ChildGame:
             per_chunk = 8 * (len(self.x) + len(self.b)) * int((ends - forest.roots).max())
             chunks = max(1, min(numba.get_num_threads(), int(PATTERN_BYTES // per_chunk)))
             values += kernels.tree_shap_identity_tables(
-                self.x, self.b, forest.feature, group, *forest.rules(), forest.left, forest.right, forest.value,
+                self.x, self.b, forest.feature, group, *forest.rules(), forest.left, forest.right, dense,
                 forest.roots[narrow], ends[narrow], self.n_features, width, chunks, w_pos, w_neg,
                 kernels.popcounts(width))
         if not narrow.all():
             w_pos, w_neg = kernels.leaf_weights(forest.max_depth + 1)
             values += kernels.tree_shap_identity(
-                self.x, self.b, forest.feature, group, *forest.rules(), forest.left, forest.right, forest.value,
+                self.x, self.b, forest.feature, group, *forest.rules(), forest.left, forest.right, dense,
                 forest.roots[~narrow], self.n_features, forest.max_depth, w_pos, w_neg)
         return values
 
@@ -128,17 +129,20 @@ class ChildGame:
         go_b = kernels.node_decisions(self.b, *splits)
         leaf_b = kernels.leaves_reached(go_b, forest.left, forest.right, forest.roots)
         # A tree that adds to one margin only (a class of a multiclass booster) is updated on that margin alone.
-        spans = zip(forest.roots, forest.ends(), strict=True)
-        touched = [np.flatnonzero(np.any(forest.value[start:end] != 0, axis=0)) for start, end in spans]
-        tree_out = np.asarray([t[0] if len(t) == 1 else -1 for t in touched], dtype=np.int64)
+        if forest.compact:
+            tree_out = forest.tree_output
+        else:
+            spans = zip(forest.roots, forest.ends(), strict=True)
+            touched = [np.flatnonzero(np.any(forest.leaf_value[start:end] != 0, axis=0)) for start, end in spans]
+            tree_out = np.asarray([t[0] if len(t) == 1 else -1 for t in touched], dtype=np.int64)
         chunk = max(1, int(DECISION_BYTES // max(1, len(forest.left))))
         values, overflow = [], []
         for first in range(0, len(self.x), chunk):
             go_x = kernels.node_decisions(self.x[first : first + chunk], *splits)
             leaf_x = kernels.leaves_reached(go_x, forest.left, forest.right, forest.roots)
             part, flags = kernels.tree_shap_link(
-                go_x, go_b, leaf_x, leaf_b, group, forest.left, forest.right, forest.value, forest.roots, tree_out,
-                self.offset, self.link, self.n_features, forest.max_depth, players,
+                go_x, go_b, leaf_x, leaf_b, group, forest.left, forest.right, forest.leaf_value, forest.roots,
+                tree_out, self.offset, self.link, self.n_features, forest.max_depth, players,
                 kernels.coalition_weights(players), kernels.popcounts(players))
             values.append(part)
             overflow.append(flags)
@@ -254,9 +258,9 @@ def _lightgbm_game(child, name, problem_type, group_of, n_features, x, b) -> Chi
     if len(features) != booster.num_feature():
         raise ModelError(f"{name}: {booster.num_feature()} booster columns but {len(features)} features.")
     px, pb = child.preprocess(x), child.preprocess(b)
-    game = ChildGame(name, link, _default_columns(problem_type, forest.value.shape[1]), n_features, forest=forest,
+    game = ChildGame(name, link, _default_columns(problem_type, forest.n_outputs), n_features, forest=forest,
                      groups=_groups(features, group_of, name), x=_lightgbm_matrix(px, booster),
-                     b=_lightgbm_matrix(pb, booster), offset=np.zeros(forest.value.shape[1]))
+                     b=_lightgbm_matrix(pb, booster), offset=np.zeros(forest.n_outputs))
     return game
 
 
@@ -281,9 +285,9 @@ def _xgboost_game(child, name, problem_type, group_of, n_features, x, b) -> Chil
     sx, sb = child.preprocess(x), child.preprocess(b)
     if sx.shape[1] != len(source):
         raise ModelError(f"{name}: {sx.shape[1]} encoded columns but {len(source)} expected from the encoder.")
-    game = ChildGame(name, link, _default_columns(problem_type, forest.value.shape[1]), n_features, forest=forest,
+    game = ChildGame(name, link, _default_columns(problem_type, forest.n_outputs), n_features, forest=forest,
                      groups=_groups(source, group_of, name), x=_csr_to_dense(sx), b=_csr_to_dense(sb),
-                     offset=np.zeros(forest.value.shape[1]))
+                     offset=np.zeros(forest.n_outputs))
     # The intercept (base_score, in margin space, per class in XGBoost 3) is read off the booster's own margins.
     import xgboost
 
@@ -314,7 +318,7 @@ def _forest_game(child, name, problem_type, n_outputs, group_of, n_features, x, 
                      groups=_groups(features, group_of, name),
                      x=np.asarray(child.preprocess(x), dtype=np.float32).astype(np.float64),
                      b=np.asarray(child.preprocess(b), dtype=np.float32).astype(np.float64),
-                     offset=np.zeros(forest.value.shape[1]))
+                     offset=np.zeros(forest.n_outputs))
 
 
 def _linear_margin(child: Any, frame: pd.DataFrame) -> np.ndarray:

@@ -27,9 +27,11 @@ def explain_shap(
         background_data: Rows the SHAP background is sampled from (the train split).
         explain_data: Rows to explain (the test split); at most ``max_rows`` are sampled.
         shap_values: Parquet, one row per (row_id, feature, class): shap_value, base_value, feature_value,
-            feature_value_numeric; ``class`` is absent for regression. Metadata: method, reason, outputs.
-        metrics: ``importance/<feature>`` (mean |SHAP|), ``base_value/<output>``, ``rows_explained``,
-            ``background_rows``, ``max_additivity_error`` and ``exact`` (1 when the values are exact).
+            feature_value_numeric; ``class`` is absent for regression. Metadata: method, reason, outputs,
+            truncation (which classes the report, summary and metrics leave out; every class is in here).
+        metrics: ``importance/<feature>`` (mean |SHAP|), ``base_value/<output>`` (at most 50 classes),
+            ``rows_explained``, ``background_rows``, ``max_additivity_error`` and ``exact`` (1 when the values
+            are exact).
         report: Self-contained HTML: importance bars, beeswarm, dependence and waterfall plots.
         summary: Plain-language Markdown summary of what drives the predictions.
         method: ``auto`` (exact ensemble TreeSHAP when every model is LightGBM, XGBoost, random forest,
@@ -47,6 +49,7 @@ def explain_shap(
     config = ExplainConfig(method=method, background_size=background_size, max_rows=max_rows, seed=seed)
     result = explain(Path(model.path), Path(background_data.path), Path(explain_data.path), config,
                      Path(shap_values.path), Path(report.path), Path(summary.path))
-    shap_values.metadata.update({"method": result.method, "reason": result.reason, "outputs": result.outputs})
+    shap_values.metadata.update({"method": result.method, "reason": result.reason, "outputs": result.outputs,
+                                 "truncation": result.truncation})
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

@@ -20,14 +20,17 @@ from kfp_tabular.components._shared.files import all_or_nothing, atomic_path, wr
 from kfp_tabular.components._shared.predictor import load_predictor
 from kfp_tabular.components.explain_shap.data import align_dtypes, read_rows, sample
 from kfp_tabular.components.explain_shap.explanation import Explanation, model_outputs
-from kfp_tabular.components.explain_shap.report import render_report
-from kfp_tabular.components.explain_shap.summary import importance, summarize
+from kfp_tabular.components.explain_shap.report import MAX_BEESWARMS, MAX_CLASS_COLUMNS, render_report
+from kfp_tabular.components.explain_shap.summary import MAX_SUMMARY_BASES, importance, summarize, top_outputs
 from kfp_tabular.errors import ConfigError, ModelError
 
 LOGGER = logging.getLogger(__name__)
 METHODS = ("auto", "exact_tree", "permutation", "kernel")
 # base + sum(SHAP) must equal the prediction within this, relative to max(1, |prediction|) (float32 outputs).
 ADDITIVITY_TOLERANCE = 1e-6
+# ``base_value/<class>`` metrics logged at most (the classes with the largest mean |SHAP|); KFP shows every
+# metric in one table. The SHAP values Parquet holds every class's base value.
+MAX_OUTPUT_METRICS = 50
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,14 @@ class ExplainResult:
 
     Attributes:
         method: Method actually used (``exact_tree``, ``permutation`` or ``kernel``).
-        metrics: ``importance/<feature>`` (mean |SHAP|), ``base_value/<output>``, ``rows_explained``,
-            ``background_rows``, ``max_additivity_error``, ``exact`` (1.0 when the values are exact Shapley
-            values, 0.0 when sampled).
+        metrics: ``importance/<feature>`` (mean |SHAP|), ``base_value/<output>`` (at most
+            ``MAX_OUTPUT_METRICS`` outputs), ``rows_explained``, ``background_rows``, ``max_additivity_error``,
+            ``exact`` (1.0 when the values are exact Shapley values, 0.0 when sampled).
         base_values: Base value per output (class probability, or the regression prediction).
         summary_markdown: The plain-language summary also written to ``summary_path``.
         reason: Why this method was used (e.g. why ``auto`` fell back to a model-agnostic explainer).
+        outputs: Every explained output (class names, the positive class, or the label).
+        truncation: Which classes the report, summary and metrics leave out, in one sentence; empty if none.
     """
 
     method: str
@@ -82,6 +87,7 @@ class ExplainResult:
     summary_markdown: str
     reason: str = ""
     outputs: list[str] = field(default_factory=list)
+    truncation: str = ""
 
 
 def additivity_error(explanation: Explanation, predictions: np.ndarray) -> float:
@@ -129,15 +135,17 @@ def values_table(explanation: Explanation, rows: pd.DataFrame, with_class: bool)
     n_rows, n_features, n_outputs = explanation.values.shape
     row_ids = np.repeat(rows.index.to_numpy(dtype=np.int64), n_features * n_outputs)
     features = np.tile(np.repeat(np.asarray(explanation.features, dtype=object), n_outputs), n_rows)
-    raw = rows.to_numpy(dtype=object)
-    raw_values = np.repeat(raw.reshape(-1), n_outputs)
+    raw = rows.to_numpy(dtype=object).reshape(-1)
     table = {"row_id": row_ids, "feature": features}
     if with_class:
         table["class"] = np.tile(np.asarray(explanation.outputs, dtype=object), n_rows * n_features)
     table["shap_value"] = explanation.values.reshape(-1)
     table["base_value"] = np.tile(explanation.base_values, n_rows * n_features)
-    table["feature_value"] = [None if _missing(v) else str(v) for v in raw_values]
-    table["feature_value_numeric"] = [_as_float(v) for v in raw_values]
+    # Converted once per (row, feature), then repeated per class.
+    table["feature_value"] = np.repeat(np.asarray([None if _missing(v) else str(v) for v in raw], dtype=object),
+                                       n_outputs)
+    table["feature_value_numeric"] = np.repeat(np.asarray([_as_float(v) for v in raw], dtype=np.float64),
+                                               n_outputs)
     return pd.DataFrame(table)
 
 
@@ -152,6 +160,19 @@ def _as_float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return float("nan")
+
+
+def truncation_note(n_outputs: int) -> str:
+    """What the report, summary and metrics leave out for ``n_outputs`` classes; empty when nothing."""
+    limits = [(MAX_CLASS_COLUMNS, f"the importance table and bars show the {MAX_CLASS_COLUMNS} classes with the "
+                                  "largest mean |SHAP| (the bars sum the others in one segment)"),
+              (MAX_BEESWARMS, f"beeswarms are drawn for the top {MAX_BEESWARMS} classes only"),
+              (MAX_SUMMARY_BASES, f"the summary names the base values of the top {MAX_SUMMARY_BASES}"),
+              (MAX_OUTPUT_METRICS, f"the metrics hold the base values of the top {MAX_OUTPUT_METRICS}")]
+    cuts = [text for limit, text in limits if n_outputs > limit]
+    if not cuts:
+        return ""
+    return f"{n_outputs} classes: {'; '.join(cuts)}. The SHAP values Parquet holds every class."
 
 
 def method_text(explanation: Explanation, predictor: Any, reason: str, n_background: int, error: float,
@@ -215,16 +236,18 @@ def explain(model_dir: Path, background_path: Path, rows_path: Path, config: Exp
         summary = summarize(explanation, rows, predictor.problem_type, classes, text)
         mean_abs = importance(explanation).mean(axis=1)
         metrics = {f"importance/{f}": float(v) for f, v in zip(explanation.features, mean_abs, strict=True)}
-        metrics.update({f"base_value/{o}": float(b) for o, b in zip(explanation.outputs, explanation.base_values,
-                                                                    strict=True)})
+        metrics.update({f"base_value/{explanation.outputs[k]}": float(explanation.base_values[k])
+                        for k in sorted(top_outputs(explanation, MAX_OUTPUT_METRICS))})
         metrics.update(rows_explained=float(len(rows)), background_rows=float(len(background)),
                        max_additivity_error=error, exact=float(explanation.exact))
         _write_parquet(values_table(explanation, rows, predictor.problem_type != "regression"), values_path)
         write_text_atomic(summary_path, summary)
-        write_text_atomic(report_path, render_report(explanation, rows, predictions, predictor.problem_type, text))
+        truncation = truncation_note(len(explanation.outputs))
+        write_text_atomic(report_path, render_report(explanation, rows, predictions, predictor.problem_type, text,
+                                                     truncation))
     return ExplainResult(method=explanation.method, metrics=metrics, base_values=[float(b) for b in
                          explanation.base_values], summary_markdown=summary, reason=reason,
-                         outputs=list(explanation.outputs))
+                         outputs=list(explanation.outputs), truncation=truncation)
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:

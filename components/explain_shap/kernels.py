@@ -133,9 +133,13 @@ def _apply_link(margin, link, out):
 
 @_compiled(parallel=True)
 def forest_margins(X, feature, kind, threshold, default_left, missing, cat_start, cat_end, cat_values,
-                   left, right, value, roots):
-    """Sum of the leaf values every row reaches (the ensemble margin without its constant offset)."""
-    out = np.zeros((X.shape[0], value.shape[1]))
+                   left, right, value, roots, tree_out, n_out):
+    """Sum of the leaf values every row reaches (the ensemble margin without its constant offset).
+
+    ``value`` has ``n_out`` columns, or one when each tree t adds to output ``tree_out[t]`` only.
+    """
+    compact = value.shape[1] != n_out
+    out = np.zeros((X.shape[0], n_out))
     for i in prange(X.shape[0]):
         for t in range(roots.shape[0]):
             node = roots[t]
@@ -145,8 +149,11 @@ def forest_margins(X, feature, kind, threshold, default_left, missing, cat_start
                     node = left[node]
                 else:
                     node = right[node]
-            for k in range(value.shape[1]):
-                out[i, k] += value[node, k]
+            if compact:
+                out[i, tree_out[t]] += value[node, 0]
+            else:
+                for k in range(n_out):
+                    out[i, k] += value[node, k]
     return out
 
 
@@ -455,10 +462,12 @@ def tree_shap_link(go_x, go_b, leaf_x, leaf_b, group, left, right, value, roots,
 
     ``go_x`` / ``go_b``: every row's decision at every node (``node_decisions``); ``leaf_x`` / ``leaf_b``: the
     leaf each row reaches per tree; ``tree_out[t]``: the only margin tree t adds to, or -1 for all of them.
+    ``value`` has one column per margin (``offset``), or a single one when every tree adds to one margin.
     Returns ``(Shapley values (rows, n_groups, outputs), overflow)``; ``overflow[i]`` is set when some pair had
     more than ``max_players`` features with different decisions (its values are then incomplete).
     """
-    n_x, n_b, n_margin = go_x.shape[0], go_b.shape[0], value.shape[1]
+    n_x, n_b, n_margin = go_x.shape[0], go_b.shape[0], offset.shape[0]
+    compact = value.shape[1] != n_margin
     n_out = 1 if link == LINK_SIGMOID else n_margin
     phi = np.zeros((n_x, n_groups, n_out))
     overflow = np.zeros(n_x, dtype=np.bool_)
@@ -480,9 +489,10 @@ def tree_shap_link(go_x, go_b, leaf_x, leaf_b, group, left, right, value, roots,
             for t in range(roots.shape[0]):
                 only = tree_out[t]
                 first, last = (only, only + 1) if only >= 0 else (0, n_margin)
+                column0 = first if compact else 0  # value column of margin k: k - column0
                 if leaf_x[i, t] == leaf_b[j, t]:  # same path: every hybrid reaches this leaf, a constant
                     for k in range(first, last):
-                        coef[0, k] += value[leaf_x[i, t], k]
+                        coef[0, k] += value[leaf_x[i, t], k - column0]
                     continue
                 top = 1
                 st_node[0], st_len[0], st_group[0], st_side[0] = roots[t], 0, -1, 0
@@ -517,7 +527,7 @@ def tree_shap_link(go_x, go_b, leaf_x, leaf_b, group, left, right, value, roots,
                         while True:
                             sign = -1.0 if counts[sub] & 1 else 1.0
                             for k in range(first, last):
-                                coef[pos_mask | sub, k] += sign * value[node, k]
+                                coef[pos_mask | sub, k] += sign * value[node, k - column0]
                             if sub == 0:
                                 break
                             sub = (sub - 1) & neg_mask

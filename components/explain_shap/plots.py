@@ -31,19 +31,28 @@ def color_scale(column: pd.Series) -> np.ndarray:
     return codes / top if top > 0 else np.where(np.isnan(codes), np.nan, 0.5)
 
 
-def importance_bars(importance: np.ndarray, features: list[str], outputs: list[str]) -> Any:
-    """Horizontal bars of mean |SHAP| per feature, stacked by output (class) when there are several."""
+def importance_bars(importance: np.ndarray, features: list[str], outputs: list[str],
+                    shown: list[int] | None = None) -> Any:
+    """Horizontal bars of mean |SHAP| per feature, stacked by output (class) when there are several.
+
+    ``shown``: the outputs drawn as their own segment (default all); the others are summed in one segment.
+    """
     plt = _pyplot()
     order = np.argsort(importance.sum(axis=1))
+    shown = list(range(len(outputs))) if shown is None else list(shown)
+    segments = [(outputs[k], importance[order, k], None) for k in shown]
+    rest = np.setdiff1d(np.arange(len(outputs)), shown)
+    if len(rest):
+        segments.append((f"{len(rest)} other classes", importance[order][:, rest].sum(axis=1), "#bbbbbb"))
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(features) + 1.2))
     left = np.zeros(len(features))
-    for k, name in enumerate(outputs):
-        ax.barh(np.arange(len(features)), importance[order, k], left=left, label=name)
-        left += importance[order, k]
+    for name, widths, colour in segments:
+        ax.barh(np.arange(len(features)), widths, left=left, label=name, color=colour)
+        left += widths
     ax.set_yticks(np.arange(len(features)), [features[i] for i in order])
     ax.set_xlabel("mean |SHAP value|")
     if len(outputs) > 1:
-        ax.legend(title="class", fontsize=8)
+        ax.legend(title="class", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 

@@ -8,9 +8,11 @@ import pandas as pd
 from kfp_tabular.components._shared.html_report import HtmlReport
 from kfp_tabular.components.explain_shap import plots
 from kfp_tabular.components.explain_shap.explanation import Explanation
-from kfp_tabular.components.explain_shap.summary import importance
+from kfp_tabular.components.explain_shap.summary import importance, top_outputs
 
 MAX_BEESWARMS = 4
+# Classes with their own column in the importance table and their own segment in the bars.
+MAX_CLASS_COLUMNS = 10
 DEPENDENCE_FEATURES = 3
 WATERFALL_ROWS = 3
 
@@ -26,25 +28,37 @@ def waterfall_picks(explanation: Explanation, predictions: np.ndarray) -> list[t
 
 
 def render_report(explanation: Explanation, rows: pd.DataFrame, predictions: np.ndarray, problem_type: str,
-                  method_text: str) -> str:
-    """The whole HTML page: method, importance table and bars, beeswarms, dependence and waterfall plots."""
+                  method_text: str, truncation: str = "") -> str:
+    """The whole HTML page: method, importance table and bars, beeswarms, dependence and waterfall plots.
+
+    With many classes only the top ones get a column, a bar segment or a beeswarm; ``truncation`` says so.
+    """
     report = HtmlReport("SHAP explanation")
     name = "ensemble TreeSHAP" if explanation.method == "exact_tree" else explanation.method
     report.badge(f"EXACT ({name})" if explanation.exact else f"APPROXIMATE ({name})", ok=explanation.exact)
     report.paragraph(method_text)
+    if truncation:
+        report.paragraph(truncation)
     weights = importance(explanation)
     order = list(np.argsort(weights.mean(axis=1))[::-1])
+    outputs, features = explanation.outputs, explanation.features
+    many = len(outputs) > MAX_CLASS_COLUMNS
+    columns = top_outputs(explanation, MAX_CLASS_COLUMNS) if many else list(range(len(outputs)))
     report.heading("Global importance")
-    report.table(["feature", *(f"mean |SHAP| {o}" for o in explanation.outputs)] if len(explanation.outputs) > 1
-                 else ["feature", "mean |SHAP|"],
-                 [[explanation.features[g], *map(float, weights[g])] for g in order])
-    report.figure(plots.importance_bars(weights, explanation.features, explanation.outputs),
+    if len(outputs) == 1:
+        headers, cells = ["feature", "mean |SHAP|"], [[features[g], float(weights[g, 0])] for g in order]
+    else:  # with many classes: one column over all of them, then the top ones
+        overall = [f"mean |SHAP| (mean over {len(outputs)} classes)"] if many else []
+        headers = ["feature", *overall, *(f"mean |SHAP| {outputs[k]}" for k in columns)]
+        cells = [[features[g], *([float(weights[g].mean())] if many else []), *map(float, weights[g, columns])]
+                 for g in order]
+    report.table(headers, cells)
+    report.figure(plots.importance_bars(weights, features, outputs, columns),
                   "Mean absolute SHAP value per feature")
     report.heading("Beeswarm")
     report.paragraph("Each dot is one explained row: its position is the feature's SHAP value for that row, its "
                      "colour the feature's value (blue low, red high; categories in alphabetical order).")
-    outputs = np.argsort(weights.sum(axis=0))[::-1][:MAX_BEESWARMS]
-    for k in outputs:
+    for k in top_outputs(explanation, MAX_BEESWARMS):
         title = explanation.outputs[k] if problem_type != "regression" else f"predicted {explanation.outputs[k]}"
         report.figure(plots.beeswarm(explanation.values[:, :, k], rows, explanation.features, title),
                       f"SHAP values for {title}")

@@ -15,11 +15,18 @@ from kfp_tabular.components.explain_shap.explanation import Explanation
 
 # |correlation| below this: no simple "higher means more" statement.
 MONOTONE_CORRELATION = 0.3
+# Base values named in "How to read this"; the SHAP values Parquet holds every class's.
+MAX_SUMMARY_BASES = 10
 
 
 def importance(explanation: Explanation) -> np.ndarray:
     """Mean |SHAP value| per feature and output, ``(features, outputs)``."""
     return np.abs(explanation.values).mean(axis=0)
+
+
+def top_outputs(explanation: Explanation, limit: int) -> list[int]:
+    """Indices of at most ``limit`` outputs (classes), largest total mean |SHAP| first."""
+    return [int(k) for k in np.argsort(-importance(explanation).sum(axis=0), kind="stable")[:limit]]
 
 
 def _is_numeric(column: pd.Series) -> bool:
@@ -122,7 +129,11 @@ def summarize(explanation: Explanation, rows: pd.DataFrame, problem_type: str, c
     headers = ["feature", "mean abs SHAP", "share"]
     lines += ["", "## Global importance", "", table(headers, [[explanation.features[g], float(weights[g]),
                                                                f"{weights[g] / total:.0%}"] for g in order])]
-    base = ", ".join(f"{o} {b:.4g}" for o, b in zip(explanation.outputs, explanation.base_values, strict=True))
+    named = top_outputs(explanation, MAX_SUMMARY_BASES)
+    base = ", ".join(f"{explanation.outputs[k]} {explanation.base_values[k]:.4g}" for k in named)
+    if len(explanation.outputs) > len(named):
+        base += (f", and {len(explanation.outputs) - len(named)} more classes (every base value is in the SHAP "
+                 "values Parquet)")
     lines += [
         "",
         "## How to read this",

@@ -1,7 +1,9 @@
 """Native tree models (LightGBM, XGBoost, scikit-learn forests) as flat arrays with their exact split rules.
 
 Each parser returns a ``Forest``: all trees of one fitted model, node arrays concatenated, leaf values as one
-row per node and one column per margin output (a class for multiclass boosters and forests). Split rules are
+row per node and one column per margin output (a class for multiclass forests). A multiclass booster's tree
+adds to one class only, so its leaves keep that one value (and the tree its class): one column, not one per
+class (1000 classes x 250k nodes would be 2 GB of zeros). Split rules are
 encoded per node (``kernels.KIND_*``) so that the numba kernels route a row exactly as the library does; the
 caller feeds the kernels the same numeric matrix the library would see (see ``children.py``).
 """
@@ -20,7 +22,11 @@ from kfp_tabular.errors import ModelError
 
 @dataclass(frozen=True)
 class Forest:
-    """Flattened trees: node ``i`` splits column ``feature[i]``; ``left[i] < 0`` marks a leaf."""
+    """Flattened trees: node ``i`` splits column ``feature[i]``; ``left[i] < 0`` marks a leaf.
+
+    ``leaf_value`` is ``(nodes, n_outputs)``, or ``(nodes, 1)`` when every tree adds to one output only:
+    ``tree_output[t]`` (``-1``: tree t adds to every output, its row holds them all).
+    """
 
     feature: np.ndarray
     kind: np.ndarray
@@ -32,9 +38,26 @@ class Forest:
     cat_values: np.ndarray
     left: np.ndarray
     right: np.ndarray
-    value: np.ndarray
+    leaf_value: np.ndarray
     roots: np.ndarray
     max_depth: int
+    tree_output: np.ndarray
+    n_outputs: int
+
+    @property
+    def compact(self) -> bool:
+        """Whether ``leaf_value`` holds one value per node (each tree adds to one output)."""
+        return self.leaf_value.shape[1] != self.n_outputs
+
+    @property
+    def value(self) -> np.ndarray:
+        """Leaf values as ``(nodes, n_outputs)``; built on demand (nodes x outputs floats) for compact forests."""
+        if not self.compact:
+            return self.leaf_value
+        tree_of_node = np.searchsorted(self.roots, np.arange(len(self.left)), side="right") - 1
+        dense = np.zeros((len(self.left), self.n_outputs))
+        dense[np.arange(len(self.left)), self.tree_output[tree_of_node]] = self.leaf_value[:, 0]
+        return dense
 
     def rules(self) -> tuple[np.ndarray, ...]:
         """Split-rule arrays, in the order the kernels take them after ``feature``."""
@@ -42,7 +65,7 @@ class Forest:
                 self.cat_values)
 
     def split_arrays(self) -> tuple[np.ndarray, ...]:
-        """Rule and structure arrays, in the order the kernels take them after ``feature`` (and ``group``)."""
+        """Rule and structure arrays, with dense leaf values, in the order the identity kernels take them."""
         return (*self.rules(), self.left, self.right, self.value, self.roots)
 
     def ends(self) -> np.ndarray:
@@ -51,7 +74,9 @@ class Forest:
 
     def margins(self, X: np.ndarray) -> np.ndarray:
         """Sum of the leaf values each row of ``X`` reaches, shape ``(rows, outputs)``."""
-        return kernels.forest_margins(np.ascontiguousarray(X, dtype=np.float64), self.feature, *self.split_arrays())
+        return kernels.forest_margins(np.ascontiguousarray(X, dtype=np.float64), self.feature, *self.rules(),
+                                      self.left, self.right, self.leaf_value, self.roots, self.tree_output,
+                                      self.n_outputs)
 
     def used_columns(self) -> np.ndarray:
         """Columns that at least one split reads."""
@@ -59,17 +84,32 @@ class Forest:
 
 
 class _Builder:
-    """Accumulates nodes tree by tree."""
+    """Accumulates nodes tree by tree; ``compact``: one value per node, each tree naming its output."""
 
-    def __init__(self, n_outputs: int) -> None:
+    def __init__(self, n_outputs: int, compact: bool = False) -> None:
         self.n_outputs = n_outputs
+        self.compact = compact and n_outputs > 1
         self.nodes: list[tuple[int, int, float, bool, int, int, int]] = []  # feature, kind, thr, dleft, miss, cs, ce
         self.left: list[int] = []
         self.right: list[int] = []
-        self.values: list[np.ndarray] = []
+        self.values: list[Any] = []
         self.roots: list[int] = []
+        self.tree_output: list[int] = []
         self.cat_values: list[int] = []
         self.max_depth = 0
+
+    def start_tree(self, root: int, output: int = -1) -> None:
+        """Record that the tree rooted at ``root`` adds to ``output`` only (``-1``: to every output)."""
+        self.roots.append(root)
+        self.tree_output.append(output if self.compact else -1)
+
+    def add_leaf(self, output: int, value: float) -> int:
+        """A leaf adding ``value`` to one output."""
+        if self.compact:
+            return self.add_node(value=np.asarray([value]))
+        row = np.zeros(self.n_outputs)
+        row[output] = value
+        return self.add_node(value=row)
 
     def add_node(self, feature: int = -1, kind: int = 0, threshold: float = 0.0, default_left: bool = False,
                  missing: int = 0, categories: list[int] | None = None,
@@ -79,7 +119,7 @@ class _Builder:
         self.nodes.append((feature, kind, threshold, default_left, missing, start, len(self.cat_values)))
         self.left.append(-1)
         self.right.append(-1)
-        self.values.append(np.zeros(self.n_outputs) if value is None else value)
+        self.values.append(np.zeros(1 if self.compact else self.n_outputs) if value is None else value)
         return len(self.nodes) - 1
 
     def build(self) -> Forest:
@@ -95,9 +135,11 @@ class _Builder:
             cat_values=np.asarray(self.cat_values or [0], dtype=np.int64),
             left=np.asarray(self.left, dtype=np.int64),
             right=np.asarray(self.right, dtype=np.int64),
-            value=np.asarray(self.values, dtype=np.float64).reshape(len(self.nodes), self.n_outputs),
+            leaf_value=np.asarray(self.values, dtype=np.float64).reshape(len(self.nodes), -1),
             roots=np.asarray(self.roots, dtype=np.int64),
             max_depth=self.max_depth,
+            tree_output=np.asarray(self.tree_output, dtype=np.int64),
+            n_outputs=self.n_outputs,
         )
 
 
@@ -126,21 +168,20 @@ def forest_from_lightgbm(booster: Any) -> tuple[Forest, int]:
         raise ModelError("LightGBM random-forest boosting (average_output) is not supported by the exact SHAP.")
     link, scale = lightgbm_link(dump["objective"])
     per_iteration = int(dump["num_tree_per_iteration"])
-    builder = _Builder(per_iteration)
+    builder = _Builder(per_iteration, compact=True)
     for info in dump["tree_info"]:
         if info.get("is_linear"):
             raise ModelError("LightGBM linear trees are not supported by the exact SHAP.")
         output = int(info["tree_index"]) % per_iteration
-        builder.roots.append(_lightgbm_node(builder, info["tree_structure"], output, scale, 0))
+        builder.start_tree(len(builder.nodes), output)
+        _lightgbm_node(builder, info["tree_structure"], output, scale, 0)
     return builder.build(), link
 
 
 def _lightgbm_node(builder: _Builder, node: dict, output: int, scale: float, depth: int) -> int:
     builder.max_depth = max(builder.max_depth, depth)
     if "leaf_value" in node:
-        value = np.zeros(builder.n_outputs)
-        value[output] = float(node["leaf_value"]) * scale
-        return builder.add_node(value=value)
+        return builder.add_leaf(output, float(node["leaf_value"]) * scale)
     if node["decision_type"] == "==":
         categories = [int(c) for c in str(node["threshold"]).split("||")]
         index = builder.add_node(node["split_feature"], kernels.KIND_LGBM_CATEGORY, categories=categories)
@@ -192,25 +233,23 @@ def forest_from_xgboost(model: Any, objective: str) -> tuple[Forest, int]:
     n_classes = int(document["learner"]["learner_model_param"].get("num_class", "0"))
     n_outputs = max(n_classes, 1)
     per_round = len(trees) // booster.num_boosted_rounds()
-    builder = _Builder(n_outputs)
+    builder = _Builder(n_outputs, compact=True)
     for tree, output in list(zip(trees, tree_info, strict=True))[: xgboost_rounds(model) * per_round]:
         if any(int(t) != 0 for t in tree.get("split_type", [])):
             raise ModelError("XGBoost categorical splits are not supported by the exact SHAP (one-hot only).")
         offset = len(builder.nodes)
+        builder.start_tree(offset, int(output))
         lefts, rights = tree["left_children"], tree["right_children"]
         conditions, indices, defaults = tree["split_conditions"], tree["split_indices"], tree["default_left"]
         depth = _depths(lefts, rights)
         builder.max_depth = max(builder.max_depth, int(depth.max()))
         for node, (lc, rc) in enumerate(zip(lefts, rights, strict=True)):
             if lc < 0:  # a leaf stores its weight in split_conditions
-                value = np.zeros(n_outputs)
-                value[int(output)] = float(np.float32(conditions[node]))
-                builder.add_node(value=value)
+                builder.add_leaf(int(output), float(np.float32(conditions[node])))
             else:
                 builder.add_node(int(indices[node]), kernels.KIND_LT, float(np.float32(conditions[node])),
                                  bool(defaults[node]))
                 builder.left[-1], builder.right[-1] = offset + lc, offset + rc
-        builder.roots.append(offset)
     return builder.build(), _XGB_LINKS[objective]
 
 
@@ -242,6 +281,7 @@ def forest_from_sklearn(estimator: Any, class_columns: list[int] | None) -> Fore
         if tree.n_outputs != 1:
             raise ModelError("Multi-output scikit-learn forests are not supported by the exact SHAP.")
         offset = len(builder.nodes)
+        builder.start_tree(offset)
         values = tree.value[:, 0, :]
         if class_columns is None:
             leaf_values = values[:, :1] / len(trees)
@@ -259,5 +299,4 @@ def forest_from_sklearn(estimator: Any, class_columns: list[int] | None) -> Fore
                                  bool(go_left_missing[node]))
                 builder.left[-1] = offset + int(tree.children_left[node])
                 builder.right[-1] = offset + int(tree.children_right[node])
-        builder.roots.append(offset)
     return builder.build()

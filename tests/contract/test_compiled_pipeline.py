@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,13 +87,50 @@ def test_dag_order_and_blessing_gate(documents):
     assert "export-savedmodel" in branch["dag"]["tasks"]
 
 
-def test_s3_credentials_come_only_from_a_kubernetes_secret(documents):
+def s3_variables_read() -> set[str]:
+    """Every environment variable ``components/_shared/s3.py`` reads, found in its source."""
+    from kfp_tabular.components._shared import s3
+
+    source = Path(s3.__file__).read_text()
+    found = set(re.findall(r"os\.environ(?:\.get\(|\[)\s*[\"']([A-Z0-9_]+)[\"']", source))
+    return found | set(s3.S3_REQUIRED_ENV)
+
+
+def _secret_env(documents) -> dict[str, list]:
+    """Executor name → its ``secret_as_env`` entries, parsed into the kfp-kubernetes protos."""
+    from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s
+
     executors = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    ingest = executors["exec-ingest-data"]
-    (secret,) = ingest["secretAsEnv"]
-    assert secret["secretNameParameter"]["componentInputParameter"] == "s3_secret_name"
-    assert {m["envVar"] for m in secret["keyToEnv"]} == {"S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-    assert secret["optional"] is True
+    return {name: list(json_format.ParseDict(config, k8s.KubernetesExecutorConfig()).secret_as_env)
+            for name, config in executors.items()}
+
+
+def test_s3_credentials_come_only_from_a_kubernetes_secret(documents):
+    secrets = _secret_env(documents)["exec-ingest-data"]
+    assert secrets
+    for secret in secrets:
+        assert secret.secret_name_parameter.component_input_parameter == "s3_secret_name"
+        # Optional, so builtin:// and volume paths run without the Secret, and a Secret that lacks the optional
+        # keys still starts the pod (the driver copies it onto every secretKeyRef, which then may be absent).
+        assert secret.HasField("optional") and secret.optional is True
+        assert all(m.secret_key == m.env_var for m in secret.key_to_env)
+    wired = {m.env_var for secret in secrets for m in secret.key_to_env}
+    # SSL_CERT_FILE is a path to a CA bundle inside the container, not a setting a Secret value can carry.
+    expected = s3_variables_read() - {"SSL_CERT_FILE"}
+    assert {"S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "S3_USE_HTTPS", "AWS_REGION"} <= expected
+    assert expected <= wired, f"read by _shared/s3.py but not wired from the Secret: {sorted(expected - wired)}"
+
+
+def test_no_credential_is_a_pipeline_parameter_or_a_plain_value(documents):
+    names = {name.lower() for name in s3_variables_read()}
+    spec = documents[0]
+    inputs = set(spec["root"]["inputDefinitions"]["parameters"])
+    for component in spec["components"].values():
+        inputs |= set(component.get("inputDefinitions", {}).get("parameters", {}))
+    assert not {p for p in inputs if p.lower() in names or any(word in p.lower() for word in SECRET_WORDS)}
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        env = {variable["name"] for variable in executor["container"].get("env", [])}
+        assert not {v for v in env if v.lower() in names}, f"{name} sets an S3 variable as a plain value"
 
 
 def test_every_step_has_cpu_and_memory_limits(documents):
