@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint compile bench lock clean
+.PHONY: demo test test-fast test-long lint compile bench lock clean
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP) lint
 ## test-fast: everything except the slow AutoGluon fits and whole-pipeline runs
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+## test-long: the long property-based run (80 random tables through ingest -> train -> export -> predict)
+test-long: $(STAMP)
+	$(BIN)/python -m pytest -q --runlong -m long --timeout=0
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

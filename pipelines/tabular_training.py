@@ -44,6 +44,9 @@ def tabular_training(
     label: str = "species",
     problem_type: str = "auto",
     file_format: str = "auto",
+    encoding: str = "utf-8",
+    drop_columns: str = "",
+    bad_values: str = "error",
     eval_metric: str = "auto",
     presets: str = "deployable",
     time_limit_s: int = 120,
@@ -64,6 +67,9 @@ def tabular_training(
         label: Column to predict.
         problem_type: ``auto``, ``binary``, ``multiclass`` or ``regression``.
         file_format: ``auto`` (by extension), ``csv``, ``parquet`` or ``jsonl``.
+        encoding: Text encoding of a CSV / JSON Lines source (``utf-8``, ``latin-1``…).
+        drop_columns: Columns to leave out (IDs, copies of the label, unusable types): ``a,b`` or a JSON list.
+        bad_values: Stray values in a column of numbers or dates: ``error``, ``missing`` or ``text``.
         eval_metric: AutoGluon metric name or ``auto``.
         presets: ``deployable`` (exports exactly to TensorFlow) or an AutoGluon preset.
         time_limit_s: Training budget in seconds.
@@ -83,6 +89,9 @@ def tabular_training(
         label=label,
         problem_type=problem_type,
         file_format=file_format,
+        encoding=encoding,
+        drop_columns=drop_columns,
+        bad_values=bad_values,
         seed=seed,
     )
     # optional=True: builtin:// and volume paths need no Secret; s3:// without it fails with a clear message. The

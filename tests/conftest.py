@@ -13,12 +13,14 @@ PENGUINS_CSV = REPO / "src" / "kfp_tabular" / "data" / "penguins.csv"
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--rungpu", action="store_true", help="run tests that need an NVIDIA GPU")
     parser.addoption("--runcluster", action="store_true", help="run tests that need a Kubeflow cluster")
+    parser.addoption("--runlong", action="store_true", help="run the long property-based runs (make test-long)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skips = {
         "gpu": (config.getoption("--rungpu"), "needs an NVIDIA GPU: run with --rungpu on a GPU machine"),
         "cluster": (config.getoption("--runcluster"), "needs a Kubeflow cluster: run with --runcluster"),
+        "long": (config.getoption("--runlong"), "long property-based run: make test-long (--runlong)"),
     }
     for item in items:
         for marker, (enabled, reason) in skips.items():

@@ -42,6 +42,12 @@ def _run_arguments(args: argparse.Namespace) -> dict:
         "thresholds": args.thresholds,
         "baseline_metrics": args.baseline_metrics,
         "seed": args.seed,
+        "file_format": args.file_format,
+        "encoding": args.encoding,
+        "drop_columns": args.drop_columns,
+        "bad_values": args.bad_values,
+        "eval_metric": args.eval_metric,
+        "refit_ensemble": True if args.refit_ensemble else None,
     }
     arguments.update({k: v for k, v in optional.items() if v is not None})
     return arguments
@@ -150,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thresholds", help='blessing thresholds as JSON, e.g. {"accuracy": 0.9}')
     p.add_argument("--baseline-metrics", help="metrics of the production model as JSON")
     p.add_argument("--seed", type=int)
+    p.add_argument("--file-format", choices=["auto", "csv", "parquet", "jsonl"], help="default: from the extension")
+    p.add_argument("--encoding", help="text encoding of a CSV / JSON Lines file (default utf-8), e.g. latin-1")
+    p.add_argument("--drop-columns", help='columns to leave out: a,b or a JSON list such as \'["label "]\'')
+    p.add_argument("--bad-values", choices=["error", "missing", "text"],
+                   help="stray values in a column of numbers or dates: fail (default), read as missing, keep as text")
+    p.add_argument("--eval-metric", help="AutoGluon metric (default: auto)")
+    p.add_argument("--refit-ensemble", action="store_true",
+                   help="export a weighted ensemble refitted over the exportable models only")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("predict", help="predict with an exported SavedModel (TF Serving REST JSON in and out)")

@@ -26,6 +26,9 @@ EXPECTED_DEFAULTS = {
     "baseline_metrics": "",
     "refit_ensemble": False,
     "s3_secret_name": "kfp-tabular-s3",
+    "encoding": "utf-8",
+    "drop_columns": "",
+    "bad_values": "error",
 }
 SECRET_WORDS = ("password", "secret_key", "access_key", "token", "credential")
 
@@ -74,6 +77,23 @@ def test_parameters_and_defaults_are_as_documented(documents):
     for name, default in EXPECTED_DEFAULTS.items():
         assert inputs[name]["defaultValue"] == default, name
     assert not [p for p in inputs if any(word in p.lower() for word in SECRET_WORDS)]
+
+
+def test_every_cli_run_option_is_a_pipeline_parameter(documents):
+    # a fix that an error message advises (--bad-values, --drop-columns, --encoding, --refit-ensemble...) must
+    # reach the pipeline, not stop at the CLI
+    from kfp_tabular.cli import _run_arguments, build_parser
+
+    args = build_parser().parse_args([
+        "run", "--data", "x.csv", "--label", "y", "--problem-type", "binary", "--presets", "deployable",
+        "--hyperparameters", "{}", "--thresholds", "{}", "--baseline-metrics", "{}", "--seed", "1",
+        "--file-format", "csv", "--encoding", "latin-1", "--drop-columns", "id", "--bad-values", "missing",
+        "--eval-metric", "accuracy", "--refit-ensemble",
+    ])
+    arguments = _run_arguments(args)
+    inputs = documents[0]["root"]["inputDefinitions"]["parameters"]
+    assert set(arguments) <= set(inputs), set(arguments) - set(inputs)
+    assert arguments["bad_values"] == "missing" and arguments["refit_ensemble"] is True
 
 
 def test_dag_order_and_blessing_gate(documents):

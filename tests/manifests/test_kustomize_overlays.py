@@ -175,8 +175,12 @@ def test_no_secret_is_rendered_and_credentials_come_from_secret_key_refs(rendere
     assert not [d for d in docs if d["kind"] == "Secret"], "a Secret (with data) would be committed"
     fetch = _container(_serving(docs)["spec"]["template"]["spec"], "fetch-model")
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in fetch["env"] if "valueFrom" in e}
-    assert set(refs) == {"S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    required = {"S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    optional = {"S3_USE_HTTPS", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN"}
+    assert set(refs) == required | optional
     assert all(ref["name"] == S3_SECRET and ref["key"] == name for name, ref in refs.items())
+    # a Secret without the optional keys still starts the pod
+    assert {name for name, ref in refs.items() if ref.get("optional")} == optional
     for _, pod in pod_specs(docs):
         for c in containers(pod):
             assert "envFrom" not in c or all("configMapRef" in src for src in c["envFrom"]), c["name"]

@@ -93,7 +93,7 @@ def test_current_exports_never_give_a_tensor_another_columns_name(fitted) -> Non
     assert names["a_b"] == "a_b" and not any(name in names and names[name] != name for name in names.values())
     for rows in (json.loads(test.to_json(orient="records")), _rows(test, rename=names)):
         assert np.abs(_probabilities(predict_rows(savedmodel, {"instances": rows})) - reference).max() <= 1e-6
-    with pytest.raises(DataValidationError, match="not a mix|twice|more than once"):
+    with pytest.raises(DataValidationError, match=r"not a mix|twice|more than once"):
         predict_rows(savedmodel, {"instances": _rows(test, extra={names["a b"]: "a b"})})
 
 
