@@ -90,14 +90,6 @@ def compute_metrics(
     return {name: float(value) for name, value in result.items()}
 
 
-def confusion(y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[Any]) -> list[list[int]]:
-    """Confusion matrix as nested lists: rows are true classes, columns predicted ones (``classes`` order)."""
-    from sklearn.metrics import confusion_matrix
-
-    matrix = confusion_matrix(list(y_true), list(y_pred), labels=list(classes))
-    return [[int(count) for count in row] for row in matrix]
-
-
 def shown_classes(
     y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[Any], limit: int = MAX_CLASSES_SHOWN
 ) -> list[Any]:

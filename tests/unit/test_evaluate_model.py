@@ -20,7 +20,7 @@ from kfp_tabular.components.evaluate_model.core import (
     compute_metrics,
     evaluate,
 )
-from kfp_tabular.components.evaluate_model.metrics import MAX_ROC_POINTS, confusion, roc_points
+from kfp_tabular.components.evaluate_model.metrics import MAX_ROC_POINTS, bounded_confusion, roc_points
 from kfp_tabular.components.train_autogluon.core import TrainConfig, train
 from kfp_tabular.errors import ConfigError, DataValidationError, ModelError
 
@@ -136,7 +136,8 @@ def test_roc_points_are_finite_bounded_and_span_the_curve() -> None:
 
 
 def test_confusion_rows_are_true_classes_in_class_order() -> None:
-    matrix = confusion(["b", "a", "a", "c"], ["a", "a", "c", "c"], ["c", "b", "a"])
+    labels, matrix = bounded_confusion(["b", "a", "a", "c"], ["a", "a", "c", "c"], ["c", "b", "a"])
+    assert labels == ["c", "b", "a"]
     assert matrix == [[1, 0, 0], [0, 0, 1], [1, 0, 1]]
 
 
