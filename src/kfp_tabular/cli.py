@@ -134,6 +134,28 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from kfp_tabular.serving.local_server import LocalServer, parse_labels
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="kfp-tabular serve: %(message)s", stream=sys.stderr)
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    server = LocalServer(args.model_repository, args.model_name, args.host, args.port, args.grpc_port,
+                         args.poll_seconds, parse_labels(args.version_label), args.threads, args.cache_dir)
+    with server:
+        print(server.describe(), flush=True)
+        while not stop.wait(0.5):
+            pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kfp-tabular`` command."""
     parser = argparse.ArgumentParser(prog="kfp-tabular", description=__doc__.splitlines()[0])
@@ -181,6 +203,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=DEFAULT_YAML)
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter")
     p.set_defaults(func=_cmd_submit)
+
+    p = sub.add_parser(
+        "serve",
+        help="LOCAL STAND-IN for TF Serving: serve a model repository with TF Serving's REST API (and gRPC)",
+        description="A LOCAL STAND-IN for TF Serving, to try a model without a cluster; production serving is "
+        "TF Serving. It speaks TF Serving's REST API (model status, metadata, :predict in row and columnar "
+        "format, version and label paths, Prometheus metrics at /monitoring/prometheus/metrics) and, with "
+        "--grpc-port, its gRPC PredictionService and ModelService. It serves the latest complete version "
+        "<repository>/<N>/ and picks up a newer one while running. S3 credentials come from S3_ENDPOINT, "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.",
+    )
+    p.add_argument("--model-repository", required=True,
+                   help="s3://bucket/prefix/<model>, a folder or file:///folder holding <version>/ SavedModels")
+    p.add_argument("--model-name", help="name in request paths (default: the repository's last path segment)")
+    p.add_argument("--port", type=int, default=8501, help="REST port (default 8501, as TF Serving; 0: a free one)")
+    p.add_argument("--grpc-port", type=int, help="gRPC port (TF Serving uses 8500; default: no gRPC)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    p.add_argument("--poll-seconds", type=float, default=1.0,
+                   help="seconds between two listings of the repository (default 1, as TF Serving)")
+    p.add_argument("--version-label", action="append", default=[], metavar="LABEL=VERSION",
+                   help="a version label for /labels/<label> paths, e.g. stable=3 (repeatable)")
+    p.add_argument("--threads", type=int, help="requests served at once (default 4 per CPU, as TF Serving)")
+    p.add_argument("--cache-dir", type=Path, help="where S3 versions are copied (default: a temporary folder)")
+    p.add_argument("--verbose", action="store_true", help="log one line per request")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(
         "fetch-model",
