@@ -1,25 +1,91 @@
-"""S3 / MinIO plumbing shared by ingestion and model fetching: settings, URIs, client, downloads, errors.
+"""S3 / MinIO plumbing shared by ingestion, model fetching and publishing: settings, URIs, client, transfers, errors.
 
 Settings come only from environment variables (``S3_ENDPOINT``, ``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``, optional ``S3_USE_HTTPS``, ``AWS_REGION``, ``AWS_SESSION_TOKEN``), never from
-parameters: KFP parameters are public. Every failure becomes a ``DataSourceError`` that names the object, the
-endpoint and what to fix; the secret key is never printed and the access key only as its first characters.
+``AWS_SECRET_ACCESS_KEY``, optional ``S3_USE_HTTPS``, ``AWS_REGION``, ``AWS_SESSION_TOKEN``, and the timeouts
+``S3_CONNECT_TIMEOUT_S``, ``S3_READ_TIMEOUT_S``, ``S3_RETRIES``), never from parameters: KFP parameters are public.
+Every failure becomes a ``DataSourceError`` that names the object, the endpoint and what to fix; the secret key is
+never printed and the access key only as its first characters.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from kfp_tabular.errors import DataSourceError
+from kfp_tabular.errors import ConfigError, DataSourceError
 
 S3_REQUIRED_ENV = ("S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 DOWNLOAD_CHUNK = 1 << 20
+TIMEOUT_ENV = {"connect_s": "S3_CONNECT_TIMEOUT_S", "read_s": "S3_READ_TIMEOUT_S", "retries": "S3_RETRIES"}
+BACKOFF_FACTOR = 0.2
+
+
+@dataclass(frozen=True)
+class S3Timeouts:
+    """How long one S3 request may take: per-attempt connect and read timeouts, and how often it is retried.
+
+    The defaults fit an init container: an endpoint that accepts connections and never answers fails after
+    ``(retries + 1) x read_s`` = 90 s, one that refuses connections within seconds. ``read_s`` bounds the wait
+    for each response byte, not a whole download, so large objects are not cut short by it.
+
+    Attributes:
+        connect_s: Seconds to wait for a TCP connection (``S3_CONNECT_TIMEOUT_S``).
+        read_s: Seconds to wait for the server to answer or send the next bytes (``S3_READ_TIMEOUT_S``).
+        retries: Retries of a request after a network error, timeout or HTTP 5xx (``S3_RETRIES``).
+    """
+
+    connect_s: float = 5.0
+    read_s: float = 30.0
+    retries: int = 2
+
+    def __post_init__(self) -> None:
+        for name, label in (("connect_s", "connect timeout"), ("read_s", "read timeout")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+                raise ConfigError(f"the S3 {label} must be a number of seconds in (0, 3600], got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or not 0 <= self.retries <= 10:
+            raise ConfigError(f"S3 retries must be an integer from 0 to 10, got {self.retries!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> S3Timeouts:
+        """Defaults, replaced by ``S3_CONNECT_TIMEOUT_S`` / ``S3_READ_TIMEOUT_S`` / ``S3_RETRIES``, then by overrides.
+
+        Args:
+            environ: Where to read the variables (default ``os.environ``).
+            **overrides: ``connect_s``, ``read_s``, ``retries`` values that win over the environment; ``None``
+                values are ignored (an unset command-line flag).
+
+        Raises:
+            ConfigError: a variable is not a number, or a value is out of range.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, variable in TIMEOUT_ENV.items():
+            raw = environ.get(variable, "").strip()
+            if raw:
+                try:
+                    values[name] = int(raw) if name == "retries" else float(raw)
+                except ValueError:
+                    kind = "an integer" if name == "retries" else "a number of seconds"
+                    raise ConfigError(f"{variable}={raw!r} is not {kind}") from None
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    @property
+    def attempts(self) -> int:
+        """Requests sent before giving up (the first one plus the retries)."""
+        return self.retries + 1
+
+    def describe(self) -> str:
+        """``connect 5 s, read 30 s, 2 retries``."""
+        return f"connect {self.connect_s:g} s, read {self.read_s:g} s, {self.retries} retries"
 
 
 @dataclass(frozen=True)
@@ -32,6 +98,7 @@ class S3Settings:
     secret_key: str
     session_token: str | None
     region: str | None
+    timeouts: S3Timeouts = field(default_factory=S3Timeouts)
 
     @property
     def url(self) -> str:
@@ -52,6 +119,7 @@ def s3_settings_from_env(uri: str) -> S3Settings:
     Raises:
         DataSourceError: a required variable is missing, or ``S3_ENDPOINT`` is not ``host:port`` /
             ``http(s)://host:port``.
+        ConfigError: a timeout variable is not a number (see :class:`S3Timeouts`).
     """
     missing = [name for name in S3_REQUIRED_ENV if not os.environ.get(name, "").strip()]
     if missing:
@@ -80,6 +148,7 @@ def s3_settings_from_env(uri: str) -> S3Settings:
         secret_key=os.environ["AWS_SECRET_ACCESS_KEY"].strip(),
         session_token=os.environ.get("AWS_SESSION_TOKEN") or None,
         region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
+        timeouts=S3Timeouts.from_env(),
     )
 
 
@@ -110,7 +179,7 @@ def parse_s3_prefix(uri: str) -> tuple[str, str]:
 
 
 def s3_client(settings: S3Settings) -> Any:
-    """A ``minio.Minio`` client with short timeouts and few retries, so a dead endpoint fails in seconds.
+    """A ``minio.Minio`` client with the timeouts and retries of ``settings.timeouts``, so a dead endpoint fails fast.
 
     Raises:
         DataSourceError: the SDK refuses the endpoint.
@@ -120,9 +189,11 @@ def s3_client(settings: S3Settings) -> Any:
     from minio import Minio
 
     # Few, short retries: an unreachable endpoint should fail in seconds with a clear message, not hang.
+    timeouts = settings.timeouts
     http = urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=5, read=60),
-        retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+        timeout=urllib3.Timeout(connect=timeouts.connect_s, read=timeouts.read_s),
+        retries=urllib3.Retry(total=timeouts.retries, backoff_factor=BACKOFF_FACTOR,
+                              status_forcelist=(500, 502, 503, 504)),
         maxsize=4,
         cert_reqs="CERT_REQUIRED",
         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
@@ -199,18 +270,38 @@ def _bucket_exists(client: Any, bucket: str) -> bool:
         return True
 
 
-def unreachable(error: Exception, settings: S3Settings, uri: str) -> DataSourceError:
+def unreachable(error: Exception, settings: S3Settings, uri: str, action: str = "reading") -> DataSourceError:
     """The error for a network failure: the endpoint, the cause, and the settings to check."""
+    import urllib3
+
     reason = getattr(error, "reason", None) or error
+    timeouts = settings.timeouts
+    attempts = f"{timeouts.attempts} attempt{'s' if timeouts.attempts > 1 else ''}"
+    if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
+        return DataSourceError(
+            f"the S3 endpoint {settings.url} accepted the connection but did not answer within "
+            f"{timeouts.read_s:g} s ({attempts}) while {action} {uri}; check that S3_ENDPOINT points at a running "
+            "S3 server (not a proxy or another service on that port), or allow it more time with --read-timeout "
+            "/ S3_READ_TIMEOUT_S and --retries / S3_RETRIES"
+        )
+    # NewConnectionError (refused, unknown host) subclasses ConnectTimeoutError in urllib3: not a timeout.
+    if isinstance(reason, urllib3.exceptions.ConnectTimeoutError) and not isinstance(
+            reason, urllib3.exceptions.NewConnectionError):
+        return DataSourceError(
+            f"cannot connect to the S3 endpoint {settings.url} within {timeouts.connect_s:g} s ({attempts}) while "
+            f"{action} {uri}; check S3_ENDPOINT (host:port) and that the server is reachable from here (network "
+            "policy, firewall), or allow more time with --connect-timeout / S3_CONNECT_TIMEOUT_S"
+        )
     return DataSourceError(
-        f"cannot reach the S3 endpoint {settings.url} while reading {uri} ({type(reason).__name__}: {reason}); "
+        f"cannot reach the S3 endpoint {settings.url} while {action} {uri} ({type(reason).__name__}: {reason}); "
         "check S3_ENDPOINT (host:port), that the server runs and is reachable from here, and http vs https "
         "(scheme in S3_ENDPOINT or S3_USE_HTTPS)"
     )
 
 
 @contextmanager
-def s3_errors(settings: S3Settings, uri: str, bucket: str, key: str, client: Any = None) -> Iterator[None]:
+def s3_errors(settings: S3Settings, uri: str, bucket: str, key: str, client: Any = None,
+              action: str = "reading") -> Iterator[None]:
     """Translate S3, protocol and network errors raised in the block into ``DataSourceError``.
 
     Args:
@@ -219,6 +310,7 @@ def s3_errors(settings: S3Settings, uri: str, bucket: str, key: str, client: Any
         bucket: Bucket of the requests.
         key: Object key (or prefix) of the requests.
         client: Passed to :func:`s3_error` to tell a missing bucket from a missing key.
+        action: ``reading`` or ``writing``, for messages (writing needs s3:PutObject).
     """
     import urllib3
     from minio.error import InvalidResponseError, S3Error
@@ -226,13 +318,19 @@ def s3_errors(settings: S3Settings, uri: str, bucket: str, key: str, client: Any
     try:
         yield
     except S3Error as error:
+        if action != "reading" and error.code == "AccessDenied":
+            raise DataSourceError(
+                f"access denied while {action} s3://{bucket}/{key} at {settings.url} (AccessDenied): the "
+                f"credentials of access key {masked(settings.access_key)} need s3:PutObject, s3:GetObject, "
+                "s3:DeleteObject and s3:ListBucket on this prefix"
+            ) from error
         raise s3_error(error, settings, bucket, key, client) from error
     except InvalidResponseError as error:
         raise DataSourceError(
-            f"{settings.url} did not answer like an S3 server while reading {uri} ({error}); check S3_ENDPOINT"
+            f"{settings.url} did not answer like an S3 server while {action} {uri} ({error}); check S3_ENDPOINT"
         ) from error
     except (urllib3.exceptions.HTTPError, OSError) as error:
-        raise unreachable(error, settings, uri) from error
+        raise unreachable(error, settings, uri, action) from error
 
 
 def download_object(client: Any, settings: S3Settings, bucket: str, key: str, local: Path,
@@ -286,3 +384,125 @@ def _write_error(uri: str, local: Path, error: OSError) -> DataSourceError:
         f"cannot write the download of {uri} to {local} ({error.strerror or error}); free space there or make it "
         "writable"
     )
+
+
+# Conflict answers to a conditional PUT: 412 = the key exists; 409 = another conditional write to it is in flight.
+PRECONDITION_FAILED = ("PreconditionFailed",)
+CONDITIONAL_CONFLICT = ("ConditionalRequestConflict", "OperationAborted")
+
+
+def put_if_absent(client: Any, settings: S3Settings, bucket: str, key: str, data: bytes,
+                  content_type: str = "application/json") -> bool:
+    """Create an object only if its key does not exist yet (``PutObject`` with ``If-None-Match: *``).
+
+    The minio SDK's public ``put_object`` has no parameter for the header (it would send it as user metadata,
+    ``x-amz-meta-if-none-match``, which no store treats as a precondition), so this uses its single-request
+    ``_put_object`` with the header set; ``minio`` is pinned. Whether the store honours the header is for the
+    caller to probe (see :mod:`kfp_tabular.serving.repository`).
+
+    Args:
+        client: From :func:`s3_client`.
+        settings: Where the request goes, for messages.
+        bucket: Bucket of the object.
+        key: Key of the object.
+        data: The whole body (small: a claim or a manifest).
+        content_type: Its Content-Type.
+
+    Returns:
+        True when this call created the object, False when the key already existed (HTTP 412) or another
+        conditional write to it was in flight (HTTP 409, after a few retries).
+
+    Raises:
+        DataSourceError: any other S3 or network failure.
+    """
+    from minio.error import S3Error
+
+    uri = f"s3://{bucket}/{key}"
+    headers = {"If-None-Match": "*", "Content-Type": content_type}
+    for attempt in range(4):
+        with s3_errors(settings, uri, bucket, key, client, action="writing"):
+            try:
+                client._put_object(bucket, key, data, headers=dict(headers))
+                return True
+            except S3Error as error:
+                if error.code in PRECONDITION_FAILED:
+                    return False
+                if error.code not in CONDITIONAL_CONFLICT:
+                    raise
+        time.sleep(0.1 * (attempt + 1))  # 409: the other writer's request is still in flight
+    return False
+
+
+def read_object(client: Any, settings: S3Settings, bucket: str, key: str) -> bytes | None:
+    """The whole body of a small object, or None when the key does not exist.
+
+    Raises:
+        DataSourceError: any other S3 or network failure (a missing bucket included).
+    """
+    from minio.error import S3Error
+
+    uri = f"s3://{bucket}/{key}"
+    with s3_errors(settings, uri, bucket, key, client):
+        try:
+            response = client.get_object(bucket, key)
+        except S3Error as error:
+            if error.code in ("NoSuchKey", "NoSuchObject") and _bucket_exists(client, bucket):
+                return None
+            raise
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+
+def object_exists(client: Any, settings: S3Settings, bucket: str, key: str) -> bool:
+    """Whether a key exists (``HeadObject``).
+
+    Raises:
+        DataSourceError: S3 or network failure other than a missing key (a missing bucket included).
+    """
+    from minio.error import S3Error
+
+    with s3_errors(settings, f"s3://{bucket}/{key}", bucket, key, client):
+        try:
+            client.stat_object(bucket, key)
+            return True
+        except S3Error as error:
+            if error.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound") and _bucket_exists(client, bucket):
+                return False
+            raise
+
+
+def upload_file(client: Any, settings: S3Settings, bucket: str, key: str, local: Path) -> None:
+    """Upload one local file to ``s3://bucket/key`` (multipart above the SDK's part size).
+
+    Raises:
+        DataSourceError: S3 or network failure; the key then holds its old content or nothing (S3 writes are
+            atomic per key).
+    """
+    with s3_errors(settings, f"s3://{bucket}/{key}", bucket, key, client, action="writing"):
+        client.fput_object(bucket, key, str(local))
+
+
+def put_bytes(client: Any, settings: S3Settings, bucket: str, key: str, data: bytes,
+              content_type: str = "application/json") -> None:
+    """Write a small object unconditionally.
+
+    Raises:
+        DataSourceError: S3 or network failure.
+    """
+    import io
+
+    with s3_errors(settings, f"s3://{bucket}/{key}", bucket, key, client, action="writing"):
+        client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+
+
+def delete_object(client: Any, settings: S3Settings, bucket: str, key: str) -> None:
+    """Delete one object (no error when it is already gone).
+
+    Raises:
+        DataSourceError: S3 or network failure.
+    """
+    with s3_errors(settings, f"s3://{bucket}/{key}", bucket, key, client, action="deleting"):
+        client.remove_object(bucket, key)

@@ -181,6 +181,9 @@ def _export(model_dir: Path, test_path: Path, savedmodel_dir: Path, config: Expo
                 f"(max |delta| {result.member_diffs.get(worst_member, float('nan')):.3g}). Nothing was exported; "
                 "report this model so the family's export rules can be fixed, or retrain with presets='deployable'."
             )
+        from kfp_tabular.serving.verify import write_manifest
+
+        write_manifest(staging)  # last: sha256 of every file above, so the artifact can be verified downstream
         remove_path(savedmodel_dir)
         savedmodel_dir.parent.mkdir(parents=True, exist_ok=True)
         staging.rename(savedmodel_dir)

@@ -87,6 +87,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def fetch_timeouts(args: argparse.Namespace):  # -> S3Timeouts; kept lazy: the import pulls in nothing heavy
+    """S3 timeouts of fetch-model / publish: the flags, else ``S3_CONNECT_TIMEOUT_S`` etc., else the defaults."""
+    from kfp_tabular.components._shared.s3 import S3Timeouts
+
+    return S3Timeouts.from_env(connect_s=args.connect_timeout, read_s=args.read_timeout, retries=args.retries)
+
+
 def _cmd_fetch_model(args: argparse.Namespace) -> int:
     import logging
     import signal
@@ -97,9 +104,38 @@ def _cmd_fetch_model(args: argparse.Namespace) -> int:
     # staging folder instead of dying on the spot.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     logging.basicConfig(level=logging.INFO, format="kfp-tabular fetch-model: %(message)s", stream=sys.stdout)
-    path = fetch_model(args.source_uri, args.dest, args.version)
+    path = fetch_model(args.source_uri, args.dest, args.version, timeouts=fetch_timeouts(args),
+                       require_manifest=not args.allow_missing_manifest)
     print(f"Model version {path.name} is ready in {path}.")
     return 0
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    import logging
+
+    from kfp_tabular.serving.repository import publish_savedmodel
+
+    logging.basicConfig(level=logging.INFO, format="kfp-tabular publish: %(message)s", stream=sys.stderr)
+    os.environ.update({name: str(value) for name, value in (
+        ("S3_CONNECT_TIMEOUT_S", args.connect_timeout), ("S3_READ_TIMEOUT_S", args.read_timeout),
+        ("S3_RETRIES", args.retries)) if value is not None})
+    result = publish_savedmodel(args.savedmodel, args.repository_uri, args.version,
+                                require_conditional_writes=not args.allow_unconditional_store)
+    if result.status == "unchanged":
+        print(f"Version {result.version} at {result.uri} already holds this model (root digest "
+              f"{result.root_digest}); nothing was uploaded.")
+    else:
+        print(f"Published version {result.version} at {result.uri}: {result.files} files, root digest "
+              f"{result.root_digest} ({result.commit_mechanism}).")
+    return 0
+
+
+def _add_s3_timeout_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--connect-timeout", type=float, metavar="SECONDS",
+                   help="S3 connect timeout per attempt (default $S3_CONNECT_TIMEOUT_S or 5)")
+    p.add_argument("--read-timeout", type=float, metavar="SECONDS",
+                   help="S3 wait for an answer per attempt (default $S3_READ_TIMEOUT_S or 30)")
+    p.add_argument("--retries", type=int, help="S3 retries after a timeout or 5xx (default $S3_RETRIES or 2)")
 
 
 def _parse_param(item: str) -> tuple[str, object]:
@@ -239,7 +275,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-uri", required=True, help="s3://bucket/path/<version>, a folder or file:///folder")
     p.add_argument("--dest", required=True, type=Path, help="TF Serving base_path of the model, e.g. /models/tabular")
     p.add_argument("--version", type=int, help="model version when the URI does not end in one")
+    _add_s3_timeout_flags(p)
+    p.add_argument("--allow-missing-manifest", action="store_true",
+                   help="accept a local SavedModel folder without manifest.json (older exports; never for s3://)")
     p.set_defaults(func=_cmd_fetch_model)
+
+    p = sub.add_parser(
+        "publish",
+        help="publish a SavedModel as the next (or a given) version of a model repository, manifest last",
+        description="Upload every file of the SavedModel to <repository>/<version>/, then manifest.json with an "
+        "exclusive create (If-None-Match: * on S3), so two publishers never share a version. Publishing the same "
+        "model again uploads nothing. S3 credentials come from S3_ENDPOINT, AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY.",
+    )
+    p.add_argument("--savedmodel", required=True, type=Path, help="SavedModel folder (export_savedmodel output)")
+    p.add_argument("--repository-uri", required=True,
+                   help="s3://bucket/prefix/<model_name>, a folder or file:///folder")
+    p.add_argument("--version", type=int, help="version to publish as (default: the next free one)")
+    _add_s3_timeout_flags(p)
+    p.add_argument("--allow-unconditional-store", action="store_true",
+                   help="accept an S3 store that ignores If-None-Match (safe with one publisher at a time only)")
+    p.set_defaults(func=_cmd_publish)
     return parser
 
 

@@ -31,3 +31,15 @@ class UnsupportedModelError(ModelError):
 
 class ExportParityError(ModelError):
     """The exported SavedModel does not reproduce the AutoGluon predictor within the parity tolerance."""
+
+
+class IntegrityError(ModelError):
+    """A model version has no manifest, or its files do not match it (corrupt, incomplete, or mixed)."""
+
+
+class VersionConflictError(ModelError):
+    """A model version already holds, or is being published with, a different model (another root digest)."""
+
+
+class ConditionalWriteUnsupportedError(KfpTabularError):
+    """The object store ignores conditional writes (``If-None-Match: *``), so a version cannot be claimed safely."""

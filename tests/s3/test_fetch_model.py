@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from kfp_tabular.errors import DataSourceError, ModelError
 from kfp_tabular.serving.fetch import fetch_model
-from kfp_tabular.serving.verify import list_files
+from kfp_tabular.serving.verify import list_files, write_manifest
 
 pytestmark = pytest.mark.s3
 
@@ -25,18 +26,21 @@ HALF_UPLOADED = {
 
 
 @pytest.fixture(scope="module")
-def model_bucket(s3_server, s3_bucket: str, tiny_savedmodel: Path) -> str:
-    """The tiny SavedModel uploaded whole under models/tabular/1/, and half-uploaded under half/<case>/2/.
+def model_bucket(s3_server, s3_bucket: str, tiny_savedmodel: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny SavedModel (with its manifest) uploaded whole under models/tabular/1/, half under half/<case>/2/.
 
     It reuses the session's bucket: each new bucket is a SeaweedFS collection that takes 7 of the test server's
     8 volume slots, so a second one would fail with HTTP 500.
     """
+    model = tmp_path_factory.mktemp("manifested") / "savedmodel"
+    shutil.copytree(tiny_savedmodel, model)
+    write_manifest(model)
     client = s3_server.client()
-    for relpath in list_files(tiny_savedmodel):
-        client.fput_object(s3_bucket, f"{COMPLETE}/{relpath}", str(tiny_savedmodel / relpath))
+    for relpath in list_files(model):
+        client.fput_object(s3_bucket, f"{COMPLETE}/{relpath}", str(model / relpath))
         for case, keep in HALF_UPLOADED.items():
             if keep(relpath):
-                client.fput_object(s3_bucket, f"half/{case}/2/{relpath}", str(tiny_savedmodel / relpath))
+                client.fput_object(s3_bucket, f"half/{case}/2/{relpath}", str(model / relpath))
     return s3_bucket
 
 
@@ -53,7 +57,7 @@ def test_fetch_from_s3_gives_a_servable_version_folder(
     path = fetch_model(f"s3://{model_bucket}/{COMPLETE}", dest)
     assert path == dest / "1"
     assert [p.name for p in dest.iterdir()] == ["1"]
-    assert list_files(path) == list_files(tiny_savedmodel)
+    assert list_files(path).keys() == list_files(tiny_savedmodel).keys() | {"manifest.json"}
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     out = serve(bill_length_mm=tf.constant([2.0, 45.25], tf.float64), island=tf.constant(["Torgersen", ""]))
     assert out["prediction"].numpy().tolist() == [5.0, 91.5]
@@ -73,9 +77,14 @@ def test_half_uploaded_model_fails_and_leaves_no_version_folder(
     s3_env, model_bucket: str, tmp_path: Path, case: str
 ) -> None:
     dest = tmp_path / "dest"
-    with pytest.raises(ModelError, match="is not a complete SavedModel") as caught:
+    with pytest.raises(ModelError) as caught:
         fetch_model(f"s3://{model_bucket}/half/{case}/2", dest)
-    expected = "saved_model.pb" if case == "no-saved-model-pb" else "variables/variables.index is missing"
+    expected = {
+        "no-saved-model-pb": "is not a complete SavedModel: there is no saved_model.pb",
+        "no-variables-index": "is not a complete SavedModel: variables/variables.index is missing",
+        # The listing looks complete; the manifest names what is missing before anything big is downloaded.
+        "only-saved-model-pb": "does not match its manifest.json: missing ['variables/",
+    }[case]
     assert expected in str(caught.value)
     assert f"s3://{model_bucket}/half/{case}/2" in str(caught.value)
     assert_nothing_written(dest)

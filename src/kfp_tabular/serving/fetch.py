@@ -1,22 +1,44 @@
 """Copy one model version from S3/MinIO (or a folder) into TF Serving's ``<base_path>/<version>/`` layout.
 
 TF Serving cannot read ``s3://`` since 2.7, so its pod's init container runs ``kfp-tabular fetch-model``. The
-copy is all or nothing: files land in ``<dest>/.tmp-<version>-<random>/``, the folder is checked to be a
-complete SavedModel (:mod:`kfp_tabular.serving.verify`), and only then renamed to ``<dest>/<version>`` in one
-``os.rename``. TF Serving only picks up folders named by an integer, so it never sees the staging folder. On
-any failure the staging folder is removed and no version folder appears; the command exits non-zero, the pod
-never becomes Ready and the rollout stops.
+copy is all or nothing:
+
+1. the source is listed; a version without ``manifest.json`` is refused (publish_model writes it last, so its
+   absence means an unfinished or interrupted publish), as is one whose listing is not a complete SavedModel;
+2. files land in a staging folder ``<dest>/.tmp-<version>-<random>/``, the manifest first: names and sizes
+   are compared with it before anything else is downloaded;
+3. the folder is checked to be a complete SavedModel whose every file matches the manifest's sha256
+   (:mod:`kfp_tabular.serving.verify`), and only then renamed to ``<dest>/<version>`` in one ``os.rename``.
+
+TF Serving only picks up folders named by an integer, so it never sees a staging folder. On any failure the
+staging folder is removed and no version folder appears; the command exits non-zero, the pod never becomes
+Ready and the rollout stops. Fetching the same model again changes nothing.
+
+Concurrent fetches into one ``dest`` are safe: each staging folder has an owner file
+``<staging>.owner`` that its fetch holds an exclusive ``flock`` on while it runs. The clean-up of staging
+folders left by killed fetches removes only those whose lock is free (the kernel releases it when the owner
+dies, even on SIGKILL), and staging folders without an owner file only when they are older than
+``ORPHAN_AGE_S``.
+
+S3 requests use :class:`~kfp_tabular.components._shared.s3.S3Timeouts` (connect 5 s, read 30 s, 2 retries by
+default; ``--connect-timeout`` / ``--read-timeout`` / ``--retries`` or ``S3_CONNECT_TIMEOUT_S`` /
+``S3_READ_TIMEOUT_S`` / ``S3_RETRIES``), so an endpoint that never answers fails in bounded time.
 
 Writes happen only under ``dest`` (the root filesystem of the container is read-only).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import fcntl
 import filecmp
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -24,12 +46,22 @@ from urllib.parse import unquote, urlsplit
 
 from kfp_tabular.components._shared import s3
 from kfp_tabular.components._shared.files import remove_path
-from kfp_tabular.errors import ConfigError, DataSourceError, ModelError
-from kfp_tabular.serving.verify import check_layout, list_files, verify_savedmodel
+from kfp_tabular.errors import ConfigError, DataSourceError, ModelError, VersionConflictError
+from kfp_tabular.serving.verify import (
+    MANIFEST_FILE,
+    check_layout,
+    check_listing,
+    list_files,
+    missing_manifest,
+    parse_manifest,
+    verify_savedmodel,
+)
 
 log = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".tmp-"
+OWNER_SUFFIX = ".owner"
+ORPHAN_AGE_S = 3600  # a staging folder without owner file (older kfp-tabular, or owner file lost) is this old
 SUPPORTED = "s3://bucket/path/<version>, a local folder or file:///folder"
 
 
@@ -74,9 +106,13 @@ class _S3Prefix:
     uri: str
     display: str
 
+    timeouts: s3.S3Timeouts | None = None
+
     def __post_init__(self) -> None:
         self.bucket, self.prefix = s3.parse_s3_prefix(self.uri)
         self.settings = s3.s3_settings_from_env(self.uri)
+        if self.timeouts is not None:
+            self.settings = dataclasses.replace(self.settings, timeouts=self.timeouts)
         self.client = s3.s3_client(self.settings)
 
     def list_files(self) -> dict[str, int]:
@@ -105,13 +141,13 @@ def _safe_relpath(relpath: str, display: str) -> str:
     return relpath
 
 
-def _open_source(uri: str) -> _Source:
+def _open_source(uri: str, timeouts: s3.S3Timeouts | None = None) -> _Source:
     scheme, sep, _ = uri.partition("://")
     if not sep:
         return _LocalFolder(Path(uri).expanduser(), uri)
     scheme = scheme.lower()
     if scheme == "s3":
-        return _S3Prefix(uri, uri)
+        return _S3Prefix(uri, uri, timeouts)
     if scheme == "file":
         parts = urlsplit(uri)
         if parts.netloc not in ("", "localhost"):
@@ -147,30 +183,43 @@ def model_version(source_uri: str, version: int | None = None) -> int:
     return chosen
 
 
-def fetch_model(source_uri: str, dest: Path, version: int | None = None) -> Path:
+def fetch_model(source_uri: str, dest: Path, version: int | None = None, *,
+                timeouts: s3.S3Timeouts | None = None, require_manifest: bool = True) -> Path:
     """Copy every file under ``source_uri`` into ``<dest>/<version>/``, verified and atomically.
 
     Args:
         source_uri: ``s3://bucket/prefix/<version>`` (credentials from ``S3_ENDPOINT``, ``AWS_ACCESS_KEY_ID``,
-            ``AWS_SECRET_ACCESS_KEY``), a local folder, or ``file:///folder``: the SavedModel folder itself.
+            ``AWS_SECRET_ACCESS_KEY``), a local folder, or ``file:///folder``: the SavedModel version folder.
         dest: TF Serving's ``base_path`` for the model, e.g. ``/models/tabular``; created if missing.
         version: The version when the URI does not end in one.
+        timeouts: S3 connect / read timeouts and retries; default from ``S3_CONNECT_TIMEOUT_S``,
+            ``S3_READ_TIMEOUT_S``, ``S3_RETRIES`` or 5 s / 30 s / 2.
+        require_manifest: Refuse a version without ``manifest.json`` (the default, and the only choice for
+            ``s3://``: a model repository version always has one). False accepts a local SavedModel folder
+            exported by an older kfp-tabular; it is still checked for completeness, not for flipped bytes.
 
     Returns:
         The version folder, ``<dest>/<version>``.
 
     Raises:
-        ConfigError: no usable version, or ``dest`` cannot be written.
+        ConfigError: no usable version, ``dest`` cannot be written, or ``require_manifest=False`` for S3.
         DataSourceError: the source cannot be read (missing folder, bucket or objects, wrong credentials,
-            unreachable endpoint, download cut short).
-        ModelError: the source is not a complete SavedModel, ``<dest>/<version>`` already holds a different
-            one, or writing the copy failed.
+            unreachable or silent endpoint, download cut short).
+        IntegrityError: no ``manifest.json``, or a file that does not match it (a ``ModelError``).
+        VersionConflictError: ``<dest>/<version>`` already holds a different model (a ``ModelError``).
+        ModelError: the source is not a complete SavedModel, or writing the copy failed.
     """
     uri = source_uri.strip()
     number = model_version(uri, version)
     dest = Path(dest)
     target = dest / str(number)
-    source = _open_source(uri)
+    if not require_manifest and uri.lower().startswith("s3://"):
+        raise ConfigError(
+            f"s3:// sources always need a manifest.json ({uri}): a version on S3 is a model repository version, "
+            "and without the manifest a half-uploaded or corrupt one cannot be told from a good one; publish "
+            "the model with publish_model / `kfp-tabular publish`"
+        )
+    source = _open_source(uri, timeouts)
     files = source.list_files()
     if not files:
         raise DataSourceError(
@@ -179,36 +228,93 @@ def fetch_model(source_uri: str, dest: Path, version: int | None = None) -> Path
         )
     where = uri.rstrip("/") or uri
     check_layout(files, where)  # a half-uploaded model fails here, before anything is written
+    if MANIFEST_FILE not in files and require_manifest:
+        raise missing_manifest(where)  # publish_model writes it last: an unfinished or interrupted publish
     if target.exists():
         _refuse_if_different_listing(target, files, uri)
 
     try:
         dest.mkdir(parents=True, exist_ok=True)
         _remove_stale_staging(dest, number)
-        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{number}-", dir=dest))
+        staging = Staging.create(dest, number)
     except OSError as error:
         raise ConfigError(f"cannot write into --dest {dest} ({error}); mount a writable volume there") from error
     try:
         total = sum(files.values())
-        log.info("fetching %d files (%s) from %s into %s", len(files), _size(total), uri, staging)
-        for relpath, size in sorted(files.items()):
-            local = staging / relpath
+        log.info("fetching %d files (%s) from %s into %s", len(files), _size(total), uri, staging.folder)
+        order = sorted(files)
+        if MANIFEST_FILE in files:
+            # The manifest first: a listing that does not match it fails before the big files are downloaded.
+            order.remove(MANIFEST_FILE)
+            source.copy(MANIFEST_FILE, staging.folder / MANIFEST_FILE, files[MANIFEST_FILE])
+            manifest = parse_manifest((staging.folder / MANIFEST_FILE).read_bytes(), where)
+            check_listing(files, manifest, where)
+        for relpath in order:
+            local = staging.folder / relpath
             local.parent.mkdir(parents=True, exist_ok=True)
-            source.copy(relpath, local, size)
-        check = verify_savedmodel(staging, where=where)
-        staging.chmod(0o755)  # mkdtemp makes it 0700; TF Serving may run as another user
-        if _publish(staging, target, uri):
+            source.copy(relpath, local, files[relpath])
+        check = verify_savedmodel(staging.folder, where=where, require_manifest=require_manifest)
+        staging.folder.chmod(0o755)  # private while staging; TF Serving may run as another user
+        if _publish(staging.folder, target, uri):
             log.info(
                 "published version %d at %s: %d files, signatures %s%s", number, target, check.files,
-                list(check.signatures), ", manifest verified" if check.manifest else "",
+                list(check.signatures), ", manifest verified" if check.manifest else ", NO manifest (allowed)",
             )
         else:
             log.info("version %d at %s already holds this model; left unchanged", number, target)
     except OSError as error:
-        raise ModelError(f"cannot write the model into {staging} ({error}); check the free space of {dest}") from error
+        if not staging.folder.exists():
+            raise ModelError(
+                f"the staging folder {staging.folder} disappeared while the model was written into it ({error}): "
+                f"something else removed it; check for other processes cleaning {dest}"
+            ) from error
+        raise ModelError(f"cannot write the model into {staging.folder} ({error}); check the free space of "
+                         f"{dest}") from error
     finally:
-        remove_path(staging)
+        staging.close()
     return target
+
+
+@dataclass
+class Staging:
+    """A private staging folder ``<dest>/.tmp-<version>-<random>/``, owned through ``<same name>.owner``.
+
+    The owner file is created first and locked (``flock``, exclusive) for as long as the fetch runs, then the
+    folder is created. Other fetches' clean-up removes a staging folder only when they can take that lock,
+    i.e. when its owner has died (:func:`_remove_stale_staging`).
+
+    Attributes:
+        folder: The staging folder.
+        owner: The owner file next to it.
+        fd: The open, locked descriptor of the owner file.
+    """
+
+    folder: Path
+    owner: Path
+    fd: int
+
+    @classmethod
+    def create(cls, dest: Path, number: int) -> Staging:
+        """Create and lock a new staging folder for ``number`` in ``dest``."""
+        fd, owner = tempfile.mkstemp(prefix=f"{STAGING_PREFIX}{number}-", suffix=OWNER_SUFFIX, dir=dest)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else can hold it yet
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+            folder = Path(owner[: -len(OWNER_SUFFIX)])
+            folder.mkdir(mode=0o700)
+        except BaseException:
+            os.close(fd)
+            Path(owner).unlink(missing_ok=True)
+            raise
+        return cls(folder, Path(owner), fd)
+
+    def close(self) -> None:
+        """Remove the folder (if it was not renamed into place), then the owner file; release the lock."""
+        try:
+            remove_path(self.folder)
+            self.owner.unlink(missing_ok=True)
+        finally:
+            os.close(self.fd)
 
 
 def _publish(staging: Path, target: Path, uri: str) -> bool:
@@ -257,7 +363,7 @@ def _describe(old: set[str], new: set[str], changed: list[str]) -> str:
 
 
 def _conflict(target: Path, uri: str, difference: str) -> ModelError:
-    return ModelError(
+    return VersionConflictError(
         f"{target} already holds a different model than {uri} ({difference}). A version number must always "
         "mean the same model: publish the new model under a new version, or delete the folder if it is a "
         "leftover"
@@ -265,10 +371,45 @@ def _conflict(target: Path, uri: str, difference: str) -> ModelError:
 
 
 def _remove_stale_staging(dest: Path, number: int) -> None:
-    """Remove staging folders of this version left by a fetch that was killed (SIGKILL skips clean-up)."""
-    for stale in dest.glob(f"{STAGING_PREFIX}{number}-*"):
-        log.info("removing %s left by an interrupted fetch", stale)
-        remove_path(stale)
+    """Remove staging folders of this version left by killed fetches (SIGKILL skips clean-up), never live ones.
+
+    A staging folder whose owner file can be locked belongs to a dead fetch; one whose owner holds the lock is
+    another fetch at work and is left alone. A folder without owner file is removed only after
+    ``ORPHAN_AGE_S``: it may be a fetch of an older kfp-tabular, or one in the instant between creating its
+    owner file and its folder.
+    """
+    for entry in sorted(dest.glob(f"{STAGING_PREFIX}{number}-*")):
+        if entry.name.endswith(OWNER_SUFFIX):
+            _remove_if_owner_died(entry, entry.with_name(entry.name[: -len(OWNER_SUFFIX)]))
+        elif not entry.with_name(entry.name + OWNER_SUFFIX).exists() and _age(entry) > ORPHAN_AGE_S:
+            log.info("removing %s, left by an interrupted fetch more than %d s ago", entry, ORPHAN_AGE_S)
+            remove_path(entry)
+
+
+def _remove_if_owner_died(owner: Path, folder: Path) -> None:
+    try:
+        fd = os.open(owner, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # its fetch just finished
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return  # its fetch is alive
+            raise
+        log.info("removing %s, left by a fetch that was killed", folder)
+        remove_path(folder)
+        owner.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _size(size: int) -> str:

@@ -8,8 +8,9 @@ The checks, cheapest first:
    loads); when that graph restores variables, the ``variables/`` checkpoint must be there;
 3. when the export wrote ``assets.extra/kfp_tabular_signature.json``, it parses and names exactly the inputs and
    outputs of the ``serving_default`` signature (a folder mixing files of two exports fails here);
-4. when a ``manifest.json`` is present, every file matches its sha256 and size, none is missing or extra, and
-   the root digest matches (:func:`build_manifest` writes that format).
+4. ``manifest.json`` (mandatory with ``require_manifest``, which model-repository fetches use): every file
+   matches its sha256 and size, none is missing or extra, and the root digest matches (:func:`build_manifest`
+   writes that format; a repository's manifest adds ``lineage``, which is not part of the digest).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from kfp_tabular.components._shared.files import sha256_file, write_text_atomic
 from kfp_tabular.components.export_savedmodel.signature import SIGNATURE_FILE, SIGNATURE_KEY, SignatureInfo
-from kfp_tabular.errors import ModelError
+from kfp_tabular.errors import IntegrityError, ModelError
 from kfp_tabular.serving.protowire import WireError, saved_model_outline
 
 SAVED_MODEL_PB = "saved_model.pb"
@@ -126,18 +127,21 @@ def _check_variables(paths: set[str], where: str) -> None:
         )
 
 
-def verify_savedmodel(folder: Path, where: str | None = None) -> SavedModelCheck:
+def verify_savedmodel(folder: Path, where: str | None = None, require_manifest: bool = False) -> SavedModelCheck:
     """Check that ``folder`` holds a complete SavedModel TF Serving can load (see the module docstring).
 
     Args:
         folder: The SavedModel folder (the one with ``saved_model.pb``).
         where: How to name it in messages; default the folder path.
+        require_manifest: Refuse a folder without ``manifest.json`` (a structurally valid model may still have
+            a flipped byte that changes its answers; only the manifest tells).
 
     Returns:
         A summary of what was checked.
 
     Raises:
-        ModelError: a file is missing, truncated, corrupt, or does not match the manifest or signature file.
+        IntegrityError: ``manifest.json`` is required and missing, or a file does not match it.
+        ModelError: a file is missing, truncated, corrupt, or does not match the signature file.
     """
     folder = Path(folder)
     where = where or str(folder)
@@ -166,6 +170,8 @@ def verify_savedmodel(folder: Path, where: str | None = None) -> SavedModelCheck
     manifest = MANIFEST_FILE in files
     if manifest:
         _check_manifest(folder, files, where)
+    elif require_manifest:
+        raise missing_manifest(where)
     return SavedModelCheck(
         files=len(files),
         size=sum(files.values()),
@@ -200,9 +206,11 @@ def _check_signature_file(folder: Path, signatures: dict[str, Any], where: str) 
         )
 
 
-def _root_digest(entries: dict[str, dict[str, Any]]) -> str:
+def root_digest(entries: dict[str, dict[str, Any]]) -> str:
+    """The sha256 of a manifest's ``files`` mapping as compact JSON with sorted keys: the model's identity."""
     canonical = json.dumps(entries, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
 
 
 def build_manifest(folder: Path) -> dict[str, Any]:
@@ -217,50 +225,98 @@ def build_manifest(folder: Path) -> dict[str, Any]:
         for relpath, size in sorted(list_files(folder).items())
         if relpath != MANIFEST_FILE
     }
-    return {"files": entries, "root_digest": _root_digest(entries)}
+    return {"files": entries, "root_digest": root_digest(entries)}
+
+
+def manifest_json(manifest: dict[str, Any]) -> str:
+    """A manifest as the text written to ``manifest.json`` (indented, sorted keys, final newline)."""
+    return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
 
 
 def write_manifest(folder: Path) -> Path:
     """Write ``manifest.json`` into a SavedModel folder (see :func:`build_manifest`) and return its path."""
     path = Path(folder) / MANIFEST_FILE
-    write_text_atomic(path, json.dumps(build_manifest(folder), indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, manifest_json(build_manifest(folder)))
     return path
 
 
-def _check_manifest(folder: Path, files: dict[str, int], where: str) -> None:
+def missing_manifest(where: str) -> IntegrityError:
+    """The error for a model version without ``manifest.json``."""
+    return IntegrityError(
+        f"{where} has no {MANIFEST_FILE}, so its files cannot be checked and it is not a complete published "
+        f"version: publish_model writes {MANIFEST_FILE} last, so a publish is still running or was interrupted. "
+        "Wait for it and retry, or publish the model again (publish_model or `kfp-tabular publish`); a local "
+        "export of an older kfp-tabular can be fetched with --allow-missing-manifest."
+    )
+
+
+def parse_manifest(text: str | bytes, where: str) -> dict[str, Any]:
+    """Read a manifest: ``{"files": {relpath: {"sha256", "size"}}, "root_digest", "lineage"?}``.
+
+    The root digest is checked against the file list here, so a returned manifest is self-consistent.
+
+    Args:
+        text: The content of ``manifest.json``.
+        where: The version it belongs to, for messages.
+
+    Returns:
+        ``{"files": ..., "root_digest": ..., "lineage": {...}}`` (lineage empty when absent).
+
+    Raises:
+        IntegrityError: not JSON, not of that form, or its root digest does not match its file list.
+    """
     try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+        manifest = json.loads(text)
         entries = {
-            str(relpath): {"sha256": str(entry["sha256"]), "size": int(entry["size"])}
+            str(relpath): {"sha256": str(entry["sha256"]).lower(), "size": int(entry["size"])}
             for relpath, entry in manifest["files"].items()
         }
+        lineage = manifest.get("lineage") or {}
+        if not isinstance(lineage, dict):
+            raise TypeError(f"lineage is a {type(lineage).__name__}, not an object")
     except (ValueError, TypeError, KeyError, AttributeError) as error:
-        raise ModelError(
+        raise IntegrityError(
             f"{where}/{MANIFEST_FILE} is not a manifest of the form "
             f'{{"files": {{path: {{"sha256": ..., "size": ...}}}}, "root_digest": ...}} ({error!r}).'
         ) from error
+    digest = root_digest(entries)
+    root = manifest.get("root_digest")
+    if root is not None and str(root).lower() != digest:
+        raise IntegrityError(
+            f"{where}/{MANIFEST_FILE}: its root_digest does not match its file list; the manifest was edited or "
+            "is corrupt. Write it again with kfp_tabular.serving.verify.write_manifest."
+        )
+    return {"files": entries, "root_digest": digest, "lineage": lineage}
+
+
+def check_listing(files: dict[str, int], manifest: dict[str, Any], where: str) -> None:
+    """Compare a file listing (relpath -> size, e.g. of an S3 prefix) with a manifest, before downloading.
+
+    Raises:
+        IntegrityError: a file is missing, extra, or of another size than the manifest says.
+    """
+    entries = manifest["files"]
     present = set(files) - {MANIFEST_FILE}
     missing, extra = sorted(set(entries) - present), sorted(present - set(entries))
     if missing or extra:
-        raise ModelError(
+        raise IntegrityError(
             f"{where} does not match its {MANIFEST_FILE}: missing {missing[:5]}, not in the manifest {extra[:5]}. "
             "The upload is incomplete or mixes two exports: upload the whole SavedModel folder again."
         )
     for relpath, entry in sorted(entries.items()):
-        size = files[relpath]
-        if size != entry["size"]:
-            problem = f"{size} bytes, the manifest says {entry['size']}"
-        elif sha256_file(folder / relpath) != entry["sha256"].lower():
-            problem = "its sha256 differs from the manifest's"
-        else:
-            continue
-        raise ModelError(
-            f"{where}/{relpath} does not match {MANIFEST_FILE} ({problem}): the file is corrupt or from another "
-            "export. Upload the model again."
-        )
-    root = manifest.get("root_digest")
-    if root is not None and str(root).lower() != _root_digest(entries):
-        raise ModelError(
-            f"{where}/{MANIFEST_FILE}: its root_digest does not match its file list; the manifest was edited or "
-            "is corrupt. Write it again with kfp_tabular.serving.verify.write_manifest."
-        )
+        if files[relpath] != entry["size"]:
+            raise IntegrityError(
+                f"{where}/{relpath} does not match {MANIFEST_FILE} ({files[relpath]} bytes, the manifest says "
+                f"{entry['size']}): the file is corrupt or from another export. Upload the model again."
+            )
+
+
+def _check_manifest(folder: Path, files: dict[str, int], where: str) -> None:
+    manifest = parse_manifest((folder / MANIFEST_FILE).read_bytes(), where)
+    check_listing(files, manifest, where)
+    for relpath, entry in sorted(manifest["files"].items()):
+        if sha256_file(folder / relpath) != entry["sha256"]:
+            raise IntegrityError(
+                f"{where}/{relpath} does not match {MANIFEST_FILE} (its sha256 differs from the manifest's): the "
+                "file is corrupt or from another export. Upload the model again."
+            )

@@ -1,0 +1,1 @@
+"""The `publish_model` component: `core.py` (plain Python) and `component.py` (KFP shell)."""
