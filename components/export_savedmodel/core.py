@@ -4,7 +4,8 @@
 rebuilds its feature preprocessing and every member's trees / linear algebra as standard TensorFlow ops,
 saves the SavedModel, loads it back in a fresh ``tf.saved_model.load`` and compares it with
 ``predict_proba`` / ``predict`` on the test split plus adversarial rows. Only a model that passes the gate is
-left behind; the parity numbers go into the Markdown report and the metrics.
+left behind; the parity numbers go into the Markdown report and the metrics. The SavedModel has two signatures
+(``serving_default`` for TensorFlow, ``onnx`` for tf2onnx / onnxruntime: see ``graph``); both are gated.
 """
 
 from __future__ import annotations
@@ -25,14 +26,18 @@ from kfp_tabular.components.export_savedmodel.signature import SIGNATURE_FILE, S
 from kfp_tabular.errors import ConfigError, DataSourceError, ExportParityError, UnsupportedModelError
 
 # Op types a tabular serving graph may contain; anything else (file, network, process or Python ops) fails a test.
+# Assert refuses inputs AutoGluon refuses; Bitcast / BitwiseAnd read subnormal inputs that float ops flush to 0;
+# Floor / Pow / Round round float32 columns exactly (numerics.round_to_float32).
 ALLOWED_OP_TYPES = frozenset({
-    "Abs", "Add", "AddV2", "All", "Any", "ArgMax", "BiasAdd", "BroadcastTo", "Cast", "ClipByValue", "ConcatV2", "Const",
-    "Cumsum", "DivNoNan", "Equal", "Exp", "ExpandDims", "Fill", "GatherV2", "Greater", "GreaterEqual",
-    "HashTableV2", "Identity", "IdentityN", "If", "StatelessIf", "IsNan", "Less", "LessEqual", "Log", "LogicalAnd", "LogicalNot",
-    "LogicalOr", "LookupTableFindV2", "LookupTableImportV2", "MatMul", "Max", "Maximum", "Min", "Minimum", "Mul",
-    "Neg", "NoOp", "NotEqual", "OnesLike", "Pack", "PartitionedCall", "Placeholder", "Range", "RealDiv",
-    "Reshape", "Select", "SelectV2", "Shape", "Sigmoid", "Softmax", "Sqrt", "StatefulPartitionedCall",
-    "StridedSlice", "Sub", "Sum", "TensorScatterUpdate", "Tile", "Unpack", "Where", "ZerosLike",
+    "Abs", "Add", "AddV2", "All", "Any", "ArgMax", "Assert", "BiasAdd", "Bitcast", "BitwiseAnd",
+    "BroadcastTo", "Cast", "ClipByValue", "ConcatV2", "Const", "Cumsum", "DivNoNan", "Equal", "Exp",
+    "ExpandDims", "Fill", "Floor", "GatherV2", "Greater", "GreaterEqual", "HashTableV2", "Identity",
+    "IdentityN", "If", "IsFinite", "IsInf", "IsNan", "Less", "LessEqual", "Log", "LogicalAnd", "LogicalNot",
+    "LogicalOr", "LookupTableFindV2", "LookupTableImportV2", "MatMul", "Max", "Maximum", "Min", "Minimum",
+    "Mul", "Neg", "NoOp", "NotEqual", "OnesLike", "Pack", "PartitionedCall", "Placeholder", "Pow", "Range",
+    "RealDiv", "Reshape", "Round", "Select", "SelectV2", "Shape", "Sigmoid", "Softmax", "Sqrt",
+    "StatefulPartitionedCall", "StatelessIf", "StridedSlice", "Sub", "Sum", "TensorScatterUpdate", "Tile",
+    "Unpack", "Where", "ZerosLike",
 })
 
 
@@ -111,7 +116,7 @@ def _export(model_dir: Path, test_path: Path, savedmodel_dir: Path, config: Expo
     from kfp_tabular.components.export_savedmodel import parity, report
     from kfp_tabular.components.export_savedmodel.families import compile_members, unsupported_members
     from kfp_tabular.components.export_savedmodel.features import build_feature_plan
-    from kfp_tabular.components.export_savedmodel.graph import build_module
+    from kfp_tabular.components.export_savedmodel.graph import PORTABLE_SIGNATURE_KEY, build_module
     from kfp_tabular.components.export_savedmodel.refit import refit_exportable_ensemble
     from kfp_tabular.components.export_savedmodel.warmup import write_warmup
 
@@ -149,10 +154,21 @@ def _export(model_dir: Path, test_path: Path, savedmodel_dir: Path, config: Expo
         model_name=model_name,
     )
     module = build_module(plan, members, spec, signature)
+    # Rows the SavedModel refuses (an infinite value...) can be neither compared nor sent as warmup requests.
+    refused = parity.refused_rows(frame, plan, members)
+    if refused.all():
+        raise DataSourceError(
+            f"Every row of test data {test_path} holds a value the exported model refuses (+-inf, or beyond the "
+            "float32 range in a column a random forest reads); the parity gate needs rows it can answer."
+        )
+    frame = frame[~refused]
 
     staging = savedmodel_dir.parent / f".{savedmodel_dir.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        tf.saved_model.save(module, str(staging), signatures={SIGNATURE_KEY: module.serve.get_concrete_function()})
+        # The portable signature first: tf2onnx converts the first one when not told which (see graph.py).
+        signatures = {PORTABLE_SIGNATURE_KEY: module.serve_portable.get_concrete_function(),
+                      SIGNATURE_KEY: module.serve.get_concrete_function()}
+        tf.saved_model.save(module, str(staging), signatures=signatures)
         write_text_atomic(staging / SIGNATURE_FILE, signature.to_json())
         write_warmup(staging, frame, signature)
 
@@ -167,10 +183,20 @@ def _export(model_dir: Path, test_path: Path, savedmodel_dir: Path, config: Expo
         loaded = tf.saved_model.load(str(staging))
         function = loaded.signatures[SIGNATURE_KEY]
         result = parity.compare(predictor, model_name, function, signature, checked, adversarial, config.tolerance)
+        # TensorFlow reads subnormal inputs as 0, so it can check the portable signature on the other rows only
+        # (tests/unit/export/test_export_onnx.py checks all rows through onnxruntime).
+        portable = parity.compare(predictor, model_name, loaded.signatures[PORTABLE_SIGNATURE_KEY], signature,
+                                  parity.without_subnormals(checked, signature), adversarial, config.tolerance)
         result.member_diffs = parity.member_differences(
             predictor, members, plan, signature, checked, spec.internal_class_index
         )
         op_types = signature_op_types(function)
+        if result.passed and not portable.passed:
+            raise ExportParityError(
+                f"The {PORTABLE_SIGNATURE_KEY!r} signature of {model_name} differs from {SIGNATURE_KEY!r}: max "
+                f"|delta| {portable.max_abs_diff:.3g} (scaled {portable.max_scaled_diff:.3g}), label agreement "
+                f"{portable.label_agreement:.4%}, worst row {portable.worst_row_values}. Nothing was exported."
+            )
         if not result.passed:
             worst_member = max(result.member_diffs, key=result.member_diffs.get) if result.member_diffs else "?"
             raise ExportParityError(
@@ -192,6 +218,7 @@ def _export(model_dir: Path, test_path: Path, savedmodel_dir: Path, config: Expo
 
     metadata = {
         "signature_name": SIGNATURE_KEY,
+        "portable_signature_name": PORTABLE_SIGNATURE_KEY,
         "inputs": {c.name: {"column": c.column, "dtype": c.dtype, "used": c.used} for c in signature.inputs},
         "outputs": signature.outputs,
         "problem_type": signature.problem_type,
@@ -212,13 +239,14 @@ def _export(model_dir: Path, test_path: Path, savedmodel_dir: Path, config: Expo
         "parity_max_scaled_diff": result.max_scaled_diff,
         "parity_rows_checked": float(result.rows_checked),
         "parity_adversarial_rows": float(result.adversarial_rows),
+        "parity_refused_rows": float(refused.sum()),
         "label_agreement": result.label_agreement,
         "members": float(len(members)),
     }
     if refit:
         metrics.update({key: float(value) for key, value in refit.items() if isinstance(value, (int, float))})
         metadata["refit"] = refit
-    markdown = report.render(model_name, members, signature, result, config, refit, op_types)
+    markdown = report.render(model_name, members, signature, result, config, refit, op_types, int(refused.sum()))
     write_text_atomic(report_path, markdown)
     return ExportResult(metadata=metadata, metrics=metrics, report_markdown=markdown, model_name=model_name,
                         refit=refit)

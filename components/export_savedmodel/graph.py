@@ -8,6 +8,29 @@ so that the exported outputs equal ``predict_proba`` to the last bit in almost e
 * the weighted ensemble computes ``sum(w_i * p_i)`` in float64 in member order, then casts to float32;
 * binary probabilities are ``[1 - p, p]``; the label is positive when ``p > decision_threshold`` (NumPy compares
   the float32 ``p`` with the threshold rounded to float32); multiclass labels are the first argmax.
+
+Two signatures share that graph:
+
+* ``serving_default`` (TF Serving, ``tf.saved_model.load``) first replaces subnormal numeric inputs by the
+  smallest normal number of their sign, decided on their bit pattern (``numerics.canonicalize_subnormals``):
+  TensorFlow's CPU kernels read subnormals as 0, AutoGluon's models do not (XGBoost: a present 0.0f, not a
+  missing zero);
+* ``onnx`` is the same graph without that step, for converters and runtimes that keep subnormals: tf2onnx has
+  no ``Bitcast`` conversion, and onnxruntime does not flush them. It is saved first, so tf2onnx converts it when
+  no ``--signature_def`` is given. Called through TensorFlow it reads subnormal inputs as 0.
+
+Inputs AutoGluon refuses are refused, and the refusal names the input columns and the first offending row:
+
+* +-inf in any numeric input column the model uses (scikit-learn members raise on it; one rule for every
+  model, also when only LightGBM / XGBoost members would accept it). NaN is the missing value and is fine;
+* a value beyond the float32 range (|x| > ~3.4028235e38) in a column that a random forest / extra trees member
+  reads: scikit-learn casts to float32 and raises on the resulting infinity;
+* a request whose outputs are not finite (e.g. the linear model overflows on a huge value).
+
+TensorFlow raises ``InvalidArgumentError`` (``tf.debugging.Assert``); TF Serving answers the whole request with
+that one error (HTTP 400 / gRPC INVALID_ARGUMENT), never per row: a Predict call has one status. Send the other
+rows again without the refused one. tf2onnx drops ``Assert`` ops, so the converted ONNX graph cannot refuse;
+there the refused rows come back as NaN probabilities / prediction and an empty label instead.
 """
 
 from __future__ import annotations
@@ -18,13 +41,29 @@ from typing import Any
 import numpy as np
 
 from kfp_tabular.components.export_savedmodel.features import (
+    NUMERIC,
     FeaturePlan,
     make_lookup_tables,
     transform_features,
 )
-from kfp_tabular.components.export_savedmodel.numerics import exact_divide, sequential_sum
+from kfp_tabular.components.export_savedmodel.numerics import (
+    canonicalize_subnormals,
+    exact_divide,
+    round_to_float32,
+    sequential_sum,
+)
 from kfp_tabular.components.export_savedmodel.signature import FLOAT, SignatureInfo
-from kfp_tabular.components.export_savedmodel.trees import TreeChild, evaluate_trees, merge_tables
+from kfp_tabular.components.export_savedmodel.trees import (
+    TreeChild,
+    evaluate_trees,
+    float32_rounding_bound,
+    merge_tables,
+)
+
+# The signature tf2onnx converts by default (it is saved first): the graph without the subnormal guard.
+PORTABLE_SIGNATURE_KEY = "onnx"
+# Largest double that float32 rounding keeps finite (FLT_MAX + half an ulp, the tie rounding to infinity, excluded).
+FLOAT32_LIMIT = float(float32_rounding_bound(np.array([np.finfo(np.float32).max]))[0])
 
 
 @dataclass
@@ -89,7 +128,8 @@ def member_output(member: CompiledMember, features: dict[str, Any]) -> Any:
         else:  # trees without splits read nothing; give the traversal a one-column design
             any_feature = next(iter(features.values()))
             design = tf.zeros_like(tf.expand_dims(any_feature, 1))
-        leaves = evaluate_trees(table, design)
+        nan_free = all(block.nan_free for child in tree_children for block in child.blocks)
+        leaves = evaluate_trees(table, design, nan_free=nan_free)
         by_child = {id(child): leaves[:, start:stop] for child, (start, stop) in zip(tree_children, ranges, strict=True)}
     for child in member.children:
         value = child.finish(by_child[id(child)]) if isinstance(child, TreeChild) else child.output(features)
@@ -138,19 +178,142 @@ def final_outputs(prediction: Any, spec: OutputSpec) -> dict[str, Any]:
     return {"probabilities": probabilities, "label": label}
 
 
+def _label(column: str, name: str) -> str:
+    # Backticks: tf.debugging.Assert escapes quotes in the strings it prints.
+    return f"`{column}`" if column == name else f"`{column}` (input {name})"
+
+
+def _refusal(bad: Any, labels: list[str], message: str, kind: str = "Column(s)") -> tuple[Any, Any]:
+    """An Assert failing when any cell of ``bad`` [rows, columns] is set, naming the columns and the first row."""
+    import tensorflow as tf
+
+    bad_rows = tf.reduce_any(bad, axis=1)
+    offending = tf.gather(tf.constant(labels), tf.reshape(tf.where(tf.reduce_any(bad, axis=0)), [-1]))
+    first_row = tf.argmax(tf.cast(bad_rows, tf.int32), output_type=tf.int32)
+    check = tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(bad_rows)),
+        [f"kfp-tabular: {message} {kind}:", offending, "First such row (0-based):", first_row],
+        summarize=max(len(labels), 1),
+    )
+    return check, bad_rows
+
+
+def input_checks(plan: FeaturePlan, members: list[CompiledMember], inputs: dict[str, Any],
+                 features: dict[str, Any]) -> tuple[list[Any], Any]:
+    """Asserts refusing the inputs AutoGluon refuses (see module docstring), and the refused rows."""
+    import tensorflow as tf
+
+    checks, refused = [], []
+    numeric = [item for item in plan.inputs if item.dtype == FLOAT and item.used]
+    if numeric:
+        values = tf.stack([inputs[item.name] for item in numeric], axis=1)
+        check, rows = _refusal(
+            tf.math.is_inf(values), [_label(item.column, item.name) for item in numeric],
+            "infinite value (inf / -inf) in a numeric input; AutoGluon refuses it. Send NaN for a missing value.",
+        )
+        checks.append(check)
+        refused.append(rows)
+    readers: dict[str, list[str]] = {}
+    for member in members:
+        for child in member.children:
+            for feature in getattr(child, "float32_checked", ()):
+                if member.name not in readers.setdefault(feature, []):
+                    readers[feature].append(member.name)
+    if readers:
+        names = sorted(readers)
+        by_column = {item.column: item for item in plan.inputs}
+        magnitude = tf.abs(tf.stack([features[name] for name in names], axis=1))
+        models = sorted({model for feature in names for model in readers[feature]})
+        check, rows = _refusal(
+            tf.greater(magnitude, FLOAT32_LIMIT), [_label(name, by_column[name].name) for name in names],
+            f"value beyond the float32 range (|x| > {FLOAT32_LIMIT:.9g}) read by {', '.join(models)}; AutoGluon's "
+            "scikit-learn models refuse it (\"Input X contains infinity or a value too large for dtype('float32')\").",
+        )
+        checks.append(check)
+        refused.append(rows)
+    if not refused:
+        return checks, None
+    return checks, refused[0] if len(refused) == 1 else tf.reduce_any(tf.stack(refused, axis=1), axis=1)
+
+
+def guard_outputs(outputs: dict[str, Any], checks: list[Any], refused: Any) -> dict[str, Any]:
+    """Outputs that exist only once the input checks passed, then checked to be finite.
+
+    ``refused`` rows get NaN numbers and an empty label: that is what a runtime without ``Assert`` (ONNX) returns.
+    """
+    import tensorflow as tf
+
+    def per_row(value: Any, mask: Any) -> Any:
+        return mask if value.shape.rank == 1 else tf.expand_dims(mask, 1)
+
+    if refused is not None:
+        # The NaN constant keeps this a real Where in ONNX (tf2onnx would otherwise multiply by the mask).
+        outputs = {key: tf.where(per_row(value, refused), tf.constant("" if value.dtype == tf.string else np.nan,
+                                                                     value.dtype), value)
+                   for key, value in outputs.items()}
+    with tf.control_dependencies(checks):  # an input refusal is reported before the output check below
+        outputs = {key: tf.identity(value) for key, value in outputs.items()}
+    numbers = {key: value for key, value in outputs.items() if value.dtype.is_floating}
+    finite = [tf.math.is_finite(value) if value.shape.rank == 1 else
+              tf.reduce_all(tf.math.is_finite(value), axis=1) for value in numbers.values()]
+    check, _ = _refusal(
+        tf.logical_not(tf.stack(finite, axis=1)), [f"`{key}`" for key in numbers],
+        "the model's output is not finite (an input is too large: AutoGluon returns inf or NaN for it).",
+        kind="Output(s)",
+    )
+    with tf.control_dependencies([check]):
+        return {key: tf.identity(value) for key, value in outputs.items()}
+
+
+def compute_features(plan: FeaturePlan, inputs: dict[str, Any], tables: dict[str, Any],
+                     names: set[str] | None = None) -> dict[str, Any]:
+    """``features.transform_features``, with float32 columns rounded by ``numerics.round_to_float32``.
+
+    ``transform_features`` rounds a float32 column (``astype(float32)`` at fit) with a Cast pair, which
+    TensorFlow flushes to 0 for float32 subnormal results (1e-40: a present value for XGBoost, 0 after the flush
+    and so missing) and tf2onnx folds into nothing; until it uses ``round_to_float32`` itself, those features
+    are recomputed here.
+    """
+    features = transform_features(plan, inputs, tables, names)
+    by_column = {item.column: item for item in plan.inputs}
+    for name, spec in plan.features.items():
+        if name in features and spec.kind == NUMERIC and spec.cast == "float32":
+            features[name] = round_to_float32(inputs[by_column[name].name])
+    return features
+
+
 def predict_graph(plan: FeaturePlan, members: list[CompiledMember], spec: OutputSpec, inputs: dict[str, Any],
                   tables: dict[str, Any]) -> dict:
     """The whole prediction from signature inputs (TensorFlow ops); ``tables`` from ``make_lookup_tables``."""
     needed: set[str] = set()
     for member in members:
         needed |= member.features
-    features = transform_features(plan, inputs, tables, needed)
+        for child in member.children:
+            needed |= set(getattr(child, "float32_checked", ()))
+    features = compute_features(plan, inputs, tables, needed)
+    checks, refused = input_checks(plan, members, inputs, features)
     values = [member_output(member, features) for member in members]
-    return final_outputs(ensemble_output(members, values, spec.is_ensemble), spec)
+    outputs = final_outputs(ensemble_output(members, values, spec.is_ensemble), spec)
+    return guard_outputs(outputs, checks, refused)
+
+
+def canonicalize_inputs(signature: SignatureInfo, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Signature inputs with subnormal numbers replaced by the smallest normal number (one pass over all)."""
+    import tensorflow as tf
+
+    numeric = [item.name for item in signature.inputs if item.dtype == FLOAT]
+    if not numeric:
+        return dict(inputs)
+    columns = tf.unstack(canonicalize_subnormals(tf.stack([inputs[name] for name in numeric], axis=1)),
+                         num=len(numeric), axis=1)
+    return {**inputs, **dict(zip(numeric, columns, strict=True))}
 
 
 def build_module(plan: FeaturePlan, members: list[CompiledMember], spec: OutputSpec, signature: SignatureInfo) -> Any:
-    """A ``tf.Module`` whose ``serve`` function is the ``serving_default`` signature."""
+    """A ``tf.Module``: ``serve`` is the ``serving_default`` signature, ``serve_portable`` the ``onnx`` one.
+
+    Both call one shared ``predict`` function, so the SavedModel holds the trees' constants once.
+    """
     import tensorflow as tf
 
     input_specs = [
@@ -165,7 +328,16 @@ def build_module(plan: FeaturePlan, members: list[CompiledMember], spec: OutputS
             self.tables = make_lookup_tables(plan)
 
         @tf.function(input_signature=input_specs)
-        def serve(self, *args: Any) -> dict:
+        def predict(self, *args: Any) -> dict:
             return predict_graph(plan, members, spec, dict(zip(names, args, strict=True)), self.tables)
+
+        @tf.function(input_signature=input_specs)
+        def serve(self, *args: Any) -> dict:
+            inputs = canonicalize_inputs(signature, dict(zip(names, args, strict=True)))
+            return self.predict(*[inputs[name] for name in names])
+
+        @tf.function(input_signature=input_specs)
+        def serve_portable(self, *args: Any) -> dict:
+            return self.predict(*args)
 
     return TabularModel()

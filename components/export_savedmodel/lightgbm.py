@@ -4,9 +4,13 @@ What the child does at predict time (autogluon ``lgb_model.py`` + lightgbm ``bas
 
 * the DataFrame of the child's features goes to ``Booster.predict``; category columns become their pandas codes
   (re-based on the ``pandas_categorical`` stored at fit, missing -> NaN), every value is read as a double;
-* the C API skips values with ``|x| <= 1e-35`` (kZeroThreshold), so those reach the trees as exactly 0;
-* numeric split: NaN becomes 0 unless ``missing_type`` is NaN; NaN (type NaN) or zero (type Zero) follows
-  ``default_left``; otherwise ``x <= threshold`` in double (``dump_model`` writes infinite thresholds as 1e300);
+* the C API skips values with ``|x| <= 1e-35`` (kZeroThreshold), so those reach the trees as exactly 0; that
+  includes every float64 subnormal, which TensorFlow reads as 0 anyway;
+* numeric split (``Tree::NumericalDecision``): NaN becomes 0 unless ``missing_type`` is NaN; NaN (type NaN) or
+  zero (type Zero) follows ``default_left``; otherwise ``x <= threshold`` in double (``dump_model`` writes
+  infinite thresholds as 1e300). A column without NaN at fit gets ``missing_type`` None (or Zero) at every split,
+  so a NaN sent at serving time is compared as 0 there, not sent to the default side;
+* infinite and huge values are accepted (they pass every threshold);
 * categorical split: NaN or a negative code goes right, a code in the split's set goes left;
 * raw score = sum of the leaves of the best iterations (the dump and ``predict`` both stop at
   ``best_iteration``); binary applies ``1 / (1 + exp(-sigmoid * raw))``, multiclass a softmax, regression none.

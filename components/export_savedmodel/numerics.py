@@ -1,4 +1,4 @@
-"""Arithmetic that keeps its exact IEEE meaning after TensorFlow's graph optimizer (grappler) has run.
+"""Arithmetic that keeps its exact IEEE meaning inside TensorFlow: after grappler, and under flush-to-zero.
 
 A SavedModel is optimized by grappler when TF Serving (or ``tf.saved_model.load``) runs it, and some rewrites
 change results in the last bit, which the libraries being reproduced do not do:
@@ -7,6 +7,11 @@ change results in the last bit, which the libraries being reproduced do not do:
   ``exact_divide`` uses ``DivNoNan``, which grappler leaves alone (its divisors here are never 0);
 * chains of ``+`` become ``AddN`` and ``reduce_sum`` adds pairwise: ``sequential_sum`` uses a cumulative sum,
   which adds strictly in index order like the C loops of LightGBM, XGBoost, scikit-learn and NumPy.
+
+TensorFlow also runs every CPU kernel with the flush-to-zero and denormals-are-zero modes on: any float op reads
+a subnormal number (0 < |x| < 2**-1022 in float64) as 0, so ``tf.equal(5e-324, 0.0)`` is True, and writes
+subnormal results as 0. NumPy, LightGBM, XGBoost and scikit-learn keep them. ``canonicalize_subnormals`` reads
+the bit pattern instead (integer ops are not affected) and puts the smallest normal number in their place.
 """
 
 from __future__ import annotations
@@ -14,6 +19,68 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+# The smallest positive normal double, 2**-1022; it stands in for the subnormal numbers of its sign.
+SMALLEST_NORMAL = 2.0**-1022
+_MAGNITUDE_BITS = 0x7FFF_FFFF_FFFF_FFFF
+_SMALLEST_NORMAL_BITS = 1 << 52
+
+
+def canonicalize_subnormals(values: Any) -> Any:
+    """float64 values with every subnormal replaced by +-2**-1022 (same sign), decided on the bit pattern.
+
+    The stand-in is read by every exported family as AutoGluon's models read the subnormal itself: LightGBM sees
+    0 (both are below its 1e-35 zero threshold); XGBoost sees a present value (not an absent CSR zero) stored as
+    0.0f; scikit-learn forests see float32 0; the linear model keeps its sign and that it is not zero (which
+    sides of duplicated zero quantiles it falls on), and its arithmetic moves by less than 1e-307. Unlike the
+    subnormal, the stand-in survives TensorFlow's flush-to-zero. NaN, zeros and normal numbers pass unchanged.
+    """
+    import tensorflow as tf
+
+    bits = tf.bitcast(values, tf.int64)
+    magnitude = tf.bitwise.bitwise_and(bits, tf.constant(_MAGNITUDE_BITS, tf.int64))
+    subnormal = tf.logical_and(magnitude > 0, magnitude < _SMALLEST_NORMAL_BITS)
+    stand_in = tf.where(bits < 0, tf.constant(-SMALLEST_NORMAL, tf.float64), tf.constant(SMALLEST_NORMAL, tf.float64))
+    return tf.where(subnormal, stand_in, values)
+
+
+def round_to_float32(values: Any) -> Any:
+    """float64 values rounded to float32 (nearest, ties to even) and kept as float64, as ``astype(float32)`` gives.
+
+    ``tf.cast`` to float32 and back would be wrong twice: TensorFlow flushes float32 subnormal results
+    (|x| < 2**-126) to zero, and tf2onnx folds a Cast pair into nothing. Here the value is scaled by a power of
+    two so that float32's last bit becomes the units digit, rounded with ``Round`` (ties to even in TensorFlow and
+    ONNX) and scaled back: exact arithmetic on normal float64 numbers only. Values beyond the float32 range
+    become +-inf; NaN and +-inf pass through; zeros lose their sign (no exported family reads it).
+    """
+    import tensorflow as tf
+
+    magnitude = tf.abs(values)
+    # Selects keyed on IsNan / IsInf stay real Wheres in ONNX; after them every operand is finite, so the
+    # multiply-add form tf2onnx gives other selects is exact.
+    magnitude = tf.where(tf.math.is_nan(magnitude), tf.ones_like(magnitude), magnitude)
+    magnitude = tf.where(tf.math.is_inf(magnitude), tf.ones_like(magnitude), magnitude)
+    positive = magnitude > 0.0
+    magnitude = tf.where(positive, magnitude, tf.ones_like(magnitude))
+    # Exponent e with 2**e <= |x| < 2**(e+1) where it matters (the float32 range): the logarithm may be one off
+    # next to a power of two (tf2onnx even computes it in float32), the exact comparisons with powers of two
+    # correct it. Outside the range one step is enough: subnormals share one unit, overflow stays overflow.
+    two = tf.constant(2.0, tf.float64)
+    in_range = tf.clip_by_value(magnitude, 2.0**-126, float(np.finfo(np.float32).max))
+    exponent = tf.floor(exact_divide(tf.math.log(in_range), np.log(2.0)))
+    exponent -= tf.cast(magnitude < tf.pow(two, exponent), tf.float64)
+    exponent += tf.cast(magnitude >= tf.pow(two, exponent + 1.0), tf.float64)
+    # float32 keeps 24 significant bits, and none below 2**-149 (subnormals).
+    unit = tf.pow(two, tf.maximum(exponent, -126.0) - 23.0)
+    rounded = tf.where(positive, tf.round(exact_divide(magnitude, unit)) * unit, tf.zeros_like(magnitude))
+    negative = values < 0.0
+    out = tf.where(negative, -rounded, rounded)
+    # Infinities only now, each a constant operand: tf2onnx keeps such selects real Wheres.
+    overflow = rounded >= 2.0**128
+    out = tf.where(tf.logical_and(overflow, negative), tf.constant(-np.inf, tf.float64), out)
+    out = tf.where(tf.logical_and(overflow, tf.logical_not(negative)), tf.constant(np.inf, tf.float64), out)
+    out = tf.where(tf.math.is_inf(values), values, out)
+    return tf.where(tf.math.is_nan(values), values, out)
 
 
 def exact_divide(numerator: Any, denominator: Any) -> Any:

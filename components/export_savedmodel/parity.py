@@ -3,11 +3,18 @@
 Rows checked: the whole test split, plus adversarial rows built from it, one changed cell each:
 
 * every column missing at once, and every numeric column at exact 0.0 at once;
-* per numeric column: NaN, 0.0, -0.0, a value LightGBM reads as zero (1e-36), and every split threshold the
-  exported trees compare that column with, together with its float64 and float32 neighbours (one ulp below and
-  above), since the families compare in different precisions;
+* per numeric column, also columns that had no missing value in training: NaN, 0.0, -0.0, values LightGBM reads
+  as zero (+-1e-36, +-1e-35 and its neighbours), float64 subnormals (+-5e-324, the largest, and the smallest normal
+  number next to them: TensorFlow reads subnormals as 0, AutoGluon's models do not), values whose float32
+  rounding is a subnormal or zero (+-1e-40, 1.4e-45 and half of it); and every split threshold the exported
+  trees compare that column with, together with its float64 and float32 neighbours (one ulp below and above)
+  and the float32 rounding boundaries next to it (the midpoints to the neighbouring float32 values and the
+  doubles on either side), since the families compare in different precisions;
 * per text / categorical column: every fitted category, the empty string, ``None``, an unseen value and the test
   values AutoGluon treats as rare; per boolean column: true, false and missing.
+
+Infinite values are not checked here: the SavedModel refuses them (tests check that); values beyond the
+float32 range neither, since AutoGluon's scikit-learn models raise on them.
 
 Tolerance: classification compares probabilities with ``|delta| <= tolerance`` and requires 100 % label agreement.
 Regression targets can be large and AutoGluon rounds every model output to float32 (one ulp of 1e4 is ~1e-3),
@@ -26,7 +33,7 @@ from kfp_tabular.components.export_savedmodel.features import BOOLEAN, NUMERIC, 
 from kfp_tabular.components.export_savedmodel.signature import SIGNATURE_KEY, SignatureInfo, frame_to_inputs
 
 UNSEEN = "__kfp_tabular_unseen__"
-MAX_VALUES_PER_COLUMN = 400
+MAX_VALUES_PER_COLUMN = 600
 BATCH_ROWS = 4096
 SMALL_SAMPLE = 256  # rows also checked through small batches
 SMALL_BATCH_ROWS = 4
@@ -59,18 +66,50 @@ class ParityResult:
     passed: bool = False
 
 
+_SMALLEST_NORMAL = 2.0**-1022
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # smallest normal float32
+_FLOAT32_SUBNORMAL = float(np.float32(1.4e-45))  # smallest float32 subnormal, 2**-149
+# Values next to zero, with both signs: LightGBM's zero threshold (1e-35f) and around it, float64 subnormals and
+# the smallest normal double, values rounding to float32 subnormals or to zero.
+_TINY = sorted({
+    sign * value
+    for value in (1e-36, float(np.float32(1e-35)), float(np.nextafter(np.float32(1e-35), np.float32(1.0))),
+                  5e-324, 1e-323, 1e-310, float(np.nextafter(_SMALLEST_NORMAL, 0.0)), _SMALLEST_NORMAL, 1e-300,
+                  1e-40, _FLOAT32_SUBNORMAL, _FLOAT32_SUBNORMAL / 2, float(np.nextafter(_FLOAT32_SUBNORMAL / 2, 1.0)),
+                  float(np.nextafter(np.float32(_FLOAT32_TINY), np.float32(0.0))), _FLOAT32_TINY)
+    for sign in (1.0, -1.0)
+})
+
+
 def _float_neighbours(threshold: float) -> list[float]:
+    """The threshold, its float64 and float32 neighbours, and the float32 rounding boundaries on both sides."""
     with np.errstate(over="ignore"):
         t32 = np.float32(threshold)
-    values = [
-        threshold,
-        np.nextafter(threshold, -np.inf),
-        np.nextafter(threshold, np.inf),
-        float(t32),
-        float(np.nextafter(t32, np.float32(-np.inf))),
-        float(np.nextafter(t32, np.float32(np.inf))),
-    ]
-    return [float(v) for v in values if np.isfinite(v)]
+    below = np.nextafter(t32, np.float32(-np.inf))
+    above = np.nextafter(t32, np.float32(np.inf))
+    values = [threshold, np.nextafter(threshold, -np.inf), np.nextafter(threshold, np.inf),
+              float(t32), float(below), float(above)]
+    for neighbour in (below, above):
+        boundary = (float(t32) + float(neighbour)) / 2  # exact: a float32 grid step in float64
+        values += [boundary, np.nextafter(boundary, -np.inf), np.nextafter(boundary, np.inf)]
+    return [float(v) for v in values if np.isfinite(v) and abs(v) <= float(np.finfo(np.float32).max)]
+
+
+def is_subnormal(values: np.ndarray) -> np.ndarray:
+    """Element-wise: a float64 subnormal (0 < |x| < 2**-1022), which TensorFlow reads as 0."""
+    magnitude = np.abs(np.asarray(values, dtype=np.float64))
+    return (magnitude > 0) & (magnitude < _SMALLEST_NORMAL)
+
+
+def without_subnormals(frame: Any, signature: SignatureInfo) -> Any:
+    """The rows of ``frame`` without a float64 subnormal in any numeric input."""
+    import pandas as pd
+
+    keep = np.ones(len(frame), dtype=bool)
+    for item in signature.inputs:
+        if item.dtype == "float64" and item.column in frame:
+            keep &= ~is_subnormal(pd.to_numeric(frame[item.column], errors="coerce").to_numpy(dtype=np.float64))
+    return frame[keep]
 
 
 def _spread(values: list[Any], limit: int) -> list[Any]:
@@ -103,7 +142,7 @@ def adversarial_rows(frame: Any, plan: FeaturePlan, thresholds: dict[str, list[f
         if spec is None:
             values: list[Any] = [None if item.dtype == "string" else math.nan]
         elif spec.kind == NUMERIC:
-            values = [math.nan, 0.0, -0.0, 1e-36, -1e-36]
+            values = [math.nan, 0.0, -0.0, *_TINY]
             candidates = sorted({v for t in thresholds.get(item.column, []) for v in _float_neighbours(t)})
             values += _spread(candidates, MAX_VALUES_PER_COLUMN)
         elif spec.kind == BOOLEAN:
@@ -125,6 +164,28 @@ def adversarial_rows(frame: Any, plan: FeaturePlan, thresholds: dict[str, list[f
         if item.dtype != "string":
             out[item.column] = pd.to_numeric(out[item.column], errors="coerce").astype(np.float64)
     return out
+
+
+def refused_rows(frame: Any, plan: FeaturePlan, members: list[Any]) -> np.ndarray:
+    """Rows the SavedModel refuses by design (``graph.input_checks``), which the gate therefore cannot compare.
+
+    That is +-inf in a numeric input the model uses, or a value beyond the float32 range in a column a random
+    forest / extra trees member reads (AutoGluon raises on those rows too).
+    """
+    import pandas as pd
+
+    from kfp_tabular.components.export_savedmodel.graph import FLOAT32_LIMIT
+
+    checked = {f for member in members for child in member.children for f in getattr(child, "float32_checked", ())}
+    refused = np.zeros(len(frame), dtype=bool)
+    for item in plan.inputs:
+        if item.dtype != "float64" or not item.used or item.column not in frame:
+            continue
+        values = pd.to_numeric(frame[item.column], errors="coerce").to_numpy(dtype=np.float64)
+        refused |= np.isinf(values)
+        if item.column in checked:
+            refused |= np.abs(values) > FLOAT32_LIMIT
+    return refused
 
 
 def run_signature(function: Any, signature: SignatureInfo, frame: Any, batch_rows: int = BATCH_ROWS) -> dict:
@@ -206,15 +267,20 @@ def member_differences(predictor: Any, members: list[Any], plan: FeaturePlan, si
     """Max |delta| of each exported member against AutoGluon's ``predict_proba(model=member)`` (eager TF)."""
     import tensorflow as tf
 
-    from kfp_tabular.components.export_savedmodel.features import make_lookup_tables, transform_features
-    from kfp_tabular.components.export_savedmodel.graph import member_output
+    from kfp_tabular.components.export_savedmodel.features import make_lookup_tables
+    from kfp_tabular.components.export_savedmodel.graph import (
+        canonicalize_inputs,
+        compute_features,
+        member_output,
+    )
 
     inputs = frame_to_inputs(frame, signature)
     tensors = {
         item.name: tf.constant(inputs[item.name], tf.float64 if item.dtype == "float64" else tf.string)
         for item in signature.inputs
     }
-    features = transform_features(plan, tensors, make_lookup_tables(plan))
+    tensors = canonicalize_inputs(signature, tensors)  # what serving_default does first
+    features = compute_features(plan, tensors, make_lookup_tables(plan))
     out = {}
     for member in members:
         mine = member_output(member, features).numpy().astype(np.float64)
@@ -252,4 +318,5 @@ def _plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["SIGNATURE_KEY", "ParityResult", "adversarial_rows", "compare", "member_differences", "threshold_values"]
+__all__ = ["SIGNATURE_KEY", "ParityResult", "adversarial_rows", "compare", "member_differences", "refused_rows",
+           "threshold_values", "without_subnormals"]

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from kfp_tabular.components._shared.markdown import table
+from kfp_tabular.components.export_savedmodel.graph import PORTABLE_SIGNATURE_KEY
 
 
 def render(model_name: str, members: list[Any], signature: Any, result: Any, config: Any, refit: dict[str, Any],
-           op_types: set[str]) -> str:
+           op_types: set[str], refused_rows: int = 0) -> str:
     """Render the report: verdict, parity numbers, members, signature, refit, graph ops."""
     regression = signature.problem_type == "regression"
+    forests = [m.name for m in members if any(getattr(c, "float32_checked", ()) for c in m.children)]
     tolerance_rule = ("|delta| <= tolerance x max(1, |y|)" if regression else
                       "|delta probability| <= tolerance and 100 % label agreement")
     lines = [
@@ -25,6 +27,8 @@ def render(model_name: str, members: list[Any], signature: Any, result: Any, con
             digits=3,
         ),
         "",
+        *([f"{refused_rows} test row(s) hold values the exported model refuses (see below); they were not "
+           "compared.", ""] if refused_rows else []),
         "## Members",
         "",
         table(
@@ -42,6 +46,16 @@ def render(model_name: str, members: list[Any], signature: Any, result: Any, con
         ),
         "",
         "Outputs: " + ", ".join(f"`{name}` {kind}" for name, kind in signature.outputs.items()) + ".",
+        "",
+        f"Signature `{PORTABLE_SIGNATURE_KEY}` is the same graph without the subnormal guard (TensorFlow reads "
+        "subnormal numbers as 0, so `serving_default` reads them by their bits first): tf2onnx converts it by "
+        "default, onnxruntime keeps subnormals. The gate checked it on the rows without subnormal inputs.",
+        "",
+        "Refused requests (`InvalidArgumentError` naming the columns and the first row; TF Serving answers the "
+        "whole request with it): an infinite value in a numeric input; "
+        + (f"a value beyond the float32 range in a column read by {', '.join(forests)} (scikit-learn refuses it); "
+           if forests else "")
+        + "an output that is not finite. In ONNX such rows come back as NaN with an empty label.",
     ]
     if signature.class_labels:
         lines.append("Classes (probability column order): " + ", ".join(f"`{c}`" for c in signature.class_labels) + ".")

@@ -3,9 +3,12 @@
 What the child does at predict time (autogluon ``rf_model.py``, scikit-learn ``_forest.py`` / ``_tree.pyx``):
 
 * category columns become their codes, -1 when missing (``_label_encode_categoricals``); NaN in numeric
-  columns becomes 0 (``fillna(0)``); the matrix is cast to float32 (rounded to nearest);
-* each tree sends ``x <= threshold`` left, comparing the float32 value with the float64 threshold (here: with
-  the largest float32 not above the threshold, the same test, so the walk runs in float32);
+  columns becomes 0 (``fillna(0)``); the matrix is cast to float32 (rounded to nearest), and scikit-learn's input
+  check raises on infinity, so a value beyond the float32 range (|x| > ~3.4028235e38) makes AutoGluon raise;
+* each tree sends ``x <= threshold`` left, comparing the float32 value with the float64 threshold. Here the
+  threshold becomes the largest float32 not above it, then the largest double that rounds to at most that
+  float32: the float64 value is compared with it directly, which is the same test without a float32 cast
+  (TensorFlow flushes float32 subnormals a cast produces; see ``trees``);
 * a classifier tree's leaf holds class fractions; the forest sums its trees in float64 and divides by their
   number (classification: probabilities, regression: the mean prediction). Gini, entropy and squared-error
   trees predict the same way; only how they were grown differs.
@@ -18,23 +21,29 @@ from typing import Any
 import numpy as np
 
 from kfp_tabular.components.export_savedmodel.numerics import exact_divide, sequential_sum
-from kfp_tabular.components.export_savedmodel.trees import DesignBlock, TreeChild, TreeTable, float32_at_most
+from kfp_tabular.components.export_savedmodel.trees import (
+    DesignBlock,
+    TreeChild,
+    TreeTable,
+    float32_at_most,
+    float32_rounding_bound,
+)
 from kfp_tabular.errors import UnsupportedModelError
 
 
 def _design_block(features: list[str], category_features: set[str]) -> DesignBlock:
-    """Category codes with -1 for missing, numbers with 0 for NaN, as float32 (AutoGluon's ``_preprocess``)."""
+    """Category codes with -1 for missing, numbers with 0 for NaN (AutoGluon's ``_preprocess``), in float64."""
     fill = np.array([-1.0 if f in category_features else 0.0 for f in features], dtype=np.float64)
 
     def compute(values: dict[str, Any]) -> Any:
         import tensorflow as tf
 
         design = tf.stack([values[f] for f in features], axis=1)
-        design = tf.where(tf.math.is_nan(design), tf.constant(fill[None, :]), design)
-        return tf.cast(design, tf.float32)
+        return tf.where(tf.math.is_nan(design), tf.constant(fill[None, :]), design)
 
     sources = tuple(None if f in category_features else f for f in features)
-    return DesignBlock(key=("sklearn", tuple(features), tuple(fill.tolist())), compute=compute, sources=sources)
+    return DesignBlock(key=("sklearn", tuple(features), tuple(fill.tolist())), compute=compute, sources=sources,
+                       nan_free=True)
 
 
 def _finisher(n_trees: int, problem_type: str) -> Any:
@@ -76,11 +85,12 @@ def compile_child(child: Any, name: str, category_features: set[str]) -> TreeChi
         tree = estimator.tree_
         values = tree.value[:, 0, :].astype(np.float64)
         values = values[:, 1:2] if problem_type == "binary" else values
-        # float32 x <= float64 t  <=>  x <= (largest float32 <= t): the walk stays in float32.
-        thresholds = float32_at_most(tree.threshold)
+        # float32(x) <= t  <=>  float32(x) <= (largest float32 <= t)  <=>  x <= (largest double rounding to it).
+        thresholds = float32_rounding_bound(float32_at_most(tree.threshold))
         table.add_tree_arrays(
             feature=tree.feature, threshold=thresholds, left=tree.children_left, right=tree.children_right,
             values=values, depth=int(tree.max_depth),
         )
     finish = _finisher(len(forest.estimators_), problem_type)
-    return TreeChild(name=name, blocks=[block], table=table, finish=finish, features=tuple(features))
+    return TreeChild(name=name, blocks=[block], table=table, finish=finish, features=tuple(features),
+                     float32_checked=tuple(f for f in features if f not in category_features))

@@ -6,9 +6,16 @@ Every family (LightGBM, XGBoost, scikit-learn forests) is turned into the same n
     go_left = int(value) in category_set                                    (LightGBM categorical split)
 
 where "missing" is per node: NaN (LightGBM ``missing_type=NaN``, XGBoost) and/or exact zero (LightGBM
-``missing_type=Zero``). A NaN at a node that does not treat NaN as missing is read as 0, which is LightGBM's rule.
-XGBoost's ``value < threshold`` on float32 is turned into ``<=`` against the next float32 below the threshold,
-which is the same test for every float32 value; scikit-learn already uses ``<=``.
+``missing_type=Zero``). A NaN at a node that does not treat NaN as missing is read as 0, which is LightGBM's rule
+(``Tree::NumericalDecision``); when no node of a table treats NaN as missing (LightGBM trained on data without
+NaN: ``missing_type=None`` everywhere) the whole design is read that way once.
+
+The walk always compares the float64 value. Families that compare in float32 (XGBoost, scikit-learn) first
+round the value to float32; since rounding is monotone, ``float32(x) <= t`` is the same test as ``x <= b`` with
+``b`` the largest double that rounds to at most ``t`` (:func:`float32_rounding_bound`), so no cast is needed.
+That matters beyond speed: TensorFlow on CPU flushes float32 subnormal results of a cast to zero, and tf2onnx
+folds ``Cast`` chains away. XGBoost's ``value < threshold`` becomes ``<=`` against the next float32 below the
+threshold first; scikit-learn already uses ``<=``.
 
 All trees of a model are walked at once: the state is a [rows, trees] matrix of node ids and each level is a
 handful of gathers over per-node arrays. Nodes are renumbered so that a node's children are consecutive (next =
@@ -172,6 +179,30 @@ def float32_at_most(thresholds: np.ndarray) -> np.ndarray:
     return t32.astype(np.float64)
 
 
+# 2**128: the float32 grid point above the largest float32, where float32 rounding overflows to infinity.
+_FLOAT32_OVERFLOW_STEP = 2.0**128
+
+
+def float32_rounding_bound(values: np.ndarray) -> np.ndarray:
+    """Largest double that rounds (to nearest, ties to even) to at most each float32 value ``t`` (given as float64).
+
+    For every double ``x``: ``float32(x) <= t`` iff ``x <= bound``. The bound is the midpoint between ``t`` and the
+    next float32 when the tie rounds down to ``t`` (even mantissa), else the double just below it; it is never a
+    float64 subnormal (the smallest is 2**-150 next to zero), so flush-to-zero cannot change a comparison with it.
+    """
+    t = np.asarray(values, dtype=np.float64)
+    t32 = t.astype(np.float32)
+    if not np.array_equal(t32.astype(np.float64), t, equal_nan=True):
+        raise ValueError("float32_rounding_bound takes float32 values.")
+    with np.errstate(over="ignore", invalid="ignore"):
+        up = np.nextafter(t32, np.float32(np.inf)).astype(np.float64)
+        up = np.where(np.isinf(up) & np.isfinite(t), _FLOAT32_OVERFLOW_STEP, up)
+        mid = (t + up) / 2  # exact: both are float32 values a grid step apart
+        tie_rounds_down = mid.astype(np.float32) <= t32
+    bound = np.where(tie_rounds_down, mid, np.nextafter(mid, -np.inf))
+    return np.where(np.isposinf(t), np.inf, bound)
+
+
 def _layout(table: TreeTable) -> dict[str, np.ndarray]:
     """Renumber nodes breadth-first so that every internal node's children are consecutive (right = left + 1).
 
@@ -231,15 +262,14 @@ def _depth_groups(depths: np.ndarray, groups: int) -> list[np.ndarray]:
     return runs
 
 
-def evaluate_trees(table: TreeTable, design: object, groups: int = 4) -> object:
+def evaluate_trees(table: TreeTable, design: object, groups: int = 4, nan_free: bool = False) -> object:
     """Leaf output of every tree for every row: float64 [rows, trees, n_outputs] (TensorFlow ops).
 
     Args:
-        table: The trees; with a float32 design their thresholds must be float32 values.
-        design: float64 or float32 [rows, features] matrix the trees' feature indices refer to. float32 is
-            for families that compare in float32 (XGBoost, scikit-learn): no cast back to float64 is needed,
-            which tf2onnx would otherwise fold away.
+        table: The trees; their thresholds have the design's dtype once cast.
+        design: float64 [rows, features] matrix the trees' feature indices refer to (float32 works the same).
         groups: Trees are walked in up to this many groups of similar depth (deep forests mix depths).
+        nan_free: The design holds no NaN (scikit-learn fills it); skips the missing-value ops.
     """
     import tensorflow as tf
 
@@ -250,6 +280,13 @@ def evaluate_trees(table: TreeTable, design: object, groups: int = 4) -> object:
     uses_zero = bool(layout["zero_missing"][internal].any())
     uses_categories = bool(layout["categorical"][internal].any())
     dtype = design.dtype
+    zero = tf.constant(0.0, dtype)
+    if not (nan_free or uses_nan or uses_categories):
+        # No split treats NaN as missing, so every split reads it as 0 (LightGBM ``missing_type`` None / Zero):
+        # replace it once. Selecting on IsNan keeps this a real Where in ONNX (tf2onnx turns other float selects
+        # into cond * a + (1 - cond) * b, which NaN poisons).
+        design = tf.where(tf.math.is_nan(design), tf.zeros_like(design), design)
+        nan_free = True
 
     rows = tf.shape(design)[0]
     n_features = tf.shape(design)[1]
@@ -259,8 +296,9 @@ def evaluate_trees(table: TreeTable, design: object, groups: int = 4) -> object:
     feature = tf.constant(layout["feature"])
     threshold = tf.constant(layout["threshold"].astype(dtype.as_numpy_dtype))
     left = tf.constant(layout["left"])
-    default_next = tf.constant(layout["default_next"]) if uses_nan or uses_zero else None
-    nan_missing = tf.constant(layout["nan_missing"]) if uses_nan and not all_nan else None
+    nan_is_missing = uses_nan and not nan_free
+    default_next = tf.constant(layout["default_next"]) if nan_is_missing or uses_zero else None
+    nan_missing = tf.constant(layout["nan_missing"]) if nan_is_missing and not all_nan else None
     zero_missing = tf.constant(layout["zero_missing"]) if uses_zero else None
     sets = layout["category_sets"]
     set_width = sets.shape[1]
@@ -268,41 +306,33 @@ def evaluate_trees(table: TreeTable, design: object, groups: int = 4) -> object:
         categorical = tf.constant(layout["categorical"])
         cat_row = tf.constant(layout["cat_row"])
         flat_sets = tf.constant(sets.reshape(-1))
-    zero = tf.constant(0.0, dtype)
     is_internal = tf.constant(internal)
     depths = np.asarray(table.depths, dtype=np.int64)
 
     def advance(node: object, base: object) -> object:
         """One level down for every (row, tree) pair; ``base`` is the pair's row offset in ``flat``."""
         raw = tf.gather(flat, base + tf.gather(feature, node))
-        if not (uses_nan or uses_zero or uses_categories):  # scikit-learn: no NaN reaches the trees
-            went_right = tf.greater(raw, tf.gather(threshold, node))
-        else:
-            is_nan = tf.math.is_nan(raw)
-            # NaN reads as 0 where it is not "missing" (LightGBM). Selecting on is_nan itself keeps this a
-            # real Where in ONNX (tf2onnx turns other float selects into cond * a + (1 - cond) * b, which
-            # NaN poisons).
-            value = tf.where(is_nan, zero, raw)
-            went_right = tf.greater(value, tf.gather(threshold, node))
-            if not uses_nan:
-                missing = tf.zeros_like(is_nan)
-            elif all_nan:  # XGBoost: every split sends NaN its default way
-                missing = is_nan
-            else:
-                missing = tf.logical_and(is_nan, tf.gather(nan_missing, node))
-            if uses_zero:
-                zero_hit = tf.logical_and(tf.gather(zero_missing, node), tf.equal(value, zero))
-                missing = tf.logical_or(missing, zero_hit)
-            if uses_categories:
-                # LightGBM: NaN and negative codes go right; codes beyond the bitset are not members.
-                valid = tf.logical_and(tf.logical_not(is_nan), tf.greater_equal(value, zero))
-                valid = tf.logical_and(valid, tf.less(value, tf.constant(float(set_width), dtype)))
-                code = tf.cast(tf.where(valid, value, zero), tf.int32)
-                member = tf.gather(flat_sets, tf.gather(cat_row, node) * set_width + code)
-                member = tf.logical_and(member, valid)
-                went_right = tf.where(tf.gather(categorical, node), tf.logical_not(member), went_right)
+        is_nan = None if nan_free else tf.math.is_nan(raw)
+        # NaN reads as 0 where it is not "missing" (LightGBM); a real Where in ONNX, as above.
+        value = raw if is_nan is None else tf.where(is_nan, zero, raw)
+        went_right = tf.greater(value, tf.gather(threshold, node))
+        missing = None
+        if nan_is_missing:
+            missing = is_nan if all_nan else tf.logical_and(is_nan, tf.gather(nan_missing, node))
+        if uses_zero:
+            zero_hit = tf.logical_and(tf.gather(zero_missing, node), tf.equal(value, zero))
+            missing = zero_hit if missing is None else tf.logical_or(missing, zero_hit)
+        if uses_categories:
+            # LightGBM: NaN and negative codes go right; codes beyond the bitset are not members.
+            valid = tf.logical_and(tf.greater_equal(value, zero), tf.less(value, tf.constant(float(set_width), dtype)))
+            if is_nan is not None:
+                valid = tf.logical_and(valid, tf.logical_not(is_nan))
+            code = tf.cast(tf.where(valid, value, zero), tf.int32)
+            member = tf.gather(flat_sets, tf.gather(cat_row, node) * set_width + code)
+            member = tf.logical_and(member, valid)
+            went_right = tf.where(tf.gather(categorical, node), tf.logical_not(member), went_right)
         step = tf.gather(left, node) + tf.cast(went_right, tf.int32)
-        return tf.where(missing, tf.gather(default_next, node), step) if (uses_nan or uses_zero) else step
+        return step if missing is None else tf.where(missing, tf.gather(default_next, node), step)
 
     def walk(trees: np.ndarray, compact: bool) -> object:
         depth = int(depths[trees].max(initial=0))
@@ -354,13 +384,15 @@ class DesignBlock:
     Attributes:
         key: Hashable description; children of a bag that read the same block share one computation.
         compute: Function of the AutoGluon feature tensors returning [rows, len(sources)] (the family's dtype).
-        sources: Per column, the AutoGluon feature whose value (possibly rounded) it carries; the parity rows
-            probe its split thresholds. None for derived columns (one-hot indicators, category codes).
+        sources: Per column, the AutoGluon feature whose value it carries; the parity rows probe its split
+            thresholds. None for derived columns (one-hot indicators, category codes).
+        nan_free: The block never outputs NaN (the family fills missing values itself).
     """
 
     key: tuple
     compute: object
     sources: tuple[str | None, ...]
+    nan_free: bool = False
 
 
 @dataclass
@@ -374,6 +406,8 @@ class TreeChild:
         finish: Function of the child's leaf outputs float64 [rows, trees, n_outputs] returning the model's
             ``predict_proba`` (binary: [rows]; multiclass: [rows, classes]; regression: [rows]).
         features: AutoGluon features the blocks read.
+        float32_checked: Numeric features the model casts to float32 and then checks for infinity
+            (scikit-learn): a value beyond the float32 range makes AutoGluon raise, so the export refuses it too.
     """
 
     name: str
@@ -381,6 +415,7 @@ class TreeChild:
     table: TreeTable
     finish: object
     features: tuple[str, ...] = ()
+    float32_checked: tuple[str, ...] = ()
 
     @property
     def sources(self) -> tuple[str | None, ...]:

@@ -6,7 +6,11 @@ What the child does at predict time (autogluon ``xgboost_model.py`` / ``xgboost_
   only non-zero entries, and XGBoost reads an absent entry as *missing*: every exact 0.0, in numeric columns too,
   is missing, like NaN;
 * values are stored as float32 (rounded to nearest); a split sends ``x < split_condition`` (float32) to ``yes``
-  and missing values to ``default_left``;
+  and missing values to ``default_left``. Here ``float32(x) < c`` becomes ``x <= b``, ``b`` the largest double
+  that rounds to at most the float32 below ``c``, so the float64 value is compared without a cast (see ``trees``).
+  A float64 subnormal is not 0: it is present in the CSR matrix and stored as 0.0f. TensorFlow would read it as
+  0 (missing); the graph canonicalizes it first (``numerics.canonicalize_subnormals``);
+* XGBoost accepts infinite and huge values (a value beyond the float32 range is stored as infinity);
 * the sklearn wrapper predicts with ``best_iteration + 1`` rounds only (the booster keeps all rounds);
 * the margin starts at the intercept (``base_score``, mapped to margin space: logit for ``binary:logistic``) and
   adds each tree's float32 leaf in tree order, in float32; the logistic / softmax transform is then applied.
@@ -34,6 +38,7 @@ from kfp_tabular.components.export_savedmodel.trees import (
     TreeChild,
     TreeTable,
     float32_less_than_as_le,
+    float32_rounding_bound,
 )
 from kfp_tabular.errors import UnsupportedModelError
 
@@ -41,17 +46,17 @@ _MARGIN_IDENTITY = {"reg:squarederror", "reg:absoluteerror", "reg:pseudohubererr
                     "multi:softmax"}
 
 
-def _as_missing_float32(value: Any) -> Any:
-    """CSR semantics then float32 storage: 0 and NaN -> NaN (missing), other values rounded to float32."""
+def _as_missing(value: Any) -> Any:
+    """CSR semantics: an exact 0 (either sign) is missing, like NaN; other values stay float64."""
     import tensorflow as tf
 
-    missing = tf.logical_or(tf.math.is_nan(value), tf.equal(value, 0.0))
-    return tf.where(missing, tf.constant(np.nan, tf.float32), tf.cast(value, tf.float32))
+    # The NaN constant keeps this a real Where in ONNX (tf2onnx would otherwise use cond * a + (1 - cond) * b).
+    return tf.where(tf.equal(value, 0.0), tf.constant(np.nan, value.dtype), value)
 
 
 def _lookup_block(block: LookupBlock) -> DesignBlock:
     def compute(features: dict[str, Any]) -> Any:
-        return _as_missing_float32(lookup(features, block))
+        return _as_missing(lookup(features, block))
 
     key = ("xgboost-onehot", block.feature, block.matrix.tobytes(), block.matrix.shape)
     return DesignBlock(key=key, compute=compute, sources=(None,) * len(block.positions))
@@ -61,7 +66,7 @@ def _numeric_block(features: list[str]) -> DesignBlock:
     def compute(values: dict[str, Any]) -> Any:
         import tensorflow as tf
 
-        return _as_missing_float32(tf.stack([values[f] for f in features], axis=1))
+        return _as_missing(tf.stack([values[f] for f in features], axis=1))
 
     return DesignBlock(key=("xgboost", tuple(features)), compute=compute, sources=tuple(features))
 
@@ -204,7 +209,7 @@ def _add_tree(table: TreeTable, tree: dict[str, Any], n_outputs: int, output: in
         else:
             ids[node] = table.add_node(
                 feature=int(design_index[int(tree["split_indices"][node])]),
-                threshold=float32_less_than_as_le(conditions[node]),
+                threshold=float(float32_rounding_bound(float32_less_than_as_le(conditions[node]))),
                 default_left=bool(tree["default_left"][node]),
                 nan_missing=True,
             )
