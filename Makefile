@@ -13,9 +13,9 @@ $(STAMP): requirements-dev.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
-## demo: set up, then run the whole pipeline locally on the bundled penguins table
+## demo: set up, run the whole pipeline locally on the bundled penguins table, publish, serve one prediction
 demo: $(STAMP)
-	$(BIN)/kfp-tabular run --data builtin://penguins --label species --output local_outputs
+	$(BIN)/kfp-tabular run --data builtin://penguins --label species --output local_outputs --serve
 
 ## test: set up, lint, then run every test (unit, S3, contract, manifests, local pipeline, notebooks)
 test: $(STAMP) lint

@@ -6,10 +6,12 @@ the components, so the same components run unchanged through ``kfp.local``.
 
 from kfp import dsl, kubernetes
 
+from kfp_tabular.components._image import IMAGE
 from kfp_tabular.components.evaluate_model.component import evaluate_model
 from kfp_tabular.components.explain_shap.component import explain_shap
 from kfp_tabular.components.export_savedmodel.component import export_savedmodel
 from kfp_tabular.components.ingest_data.component import ingest_data
+from kfp_tabular.components.publish_model.component import publish_model
 from kfp_tabular.components.train_autogluon.component import train_autogluon
 
 PIPELINE_NAME = "tabular-training"
@@ -28,6 +30,19 @@ S3_OPTIONAL_SECRET_KEYS = {
     "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION",
     "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN",
 }
+
+
+def _s3_credentials(task: dsl.PipelineTask, secret_name: str) -> None:
+    """S3 settings from the Kubernetes Secret, as environment variables (never as parameters).
+
+    optional=True: builtin:// and volume paths need no Secret; s3:// without it fails with a clear message. The
+    KFP driver puts the flag on every secretKeyRef, so a Secret lacking an optional key leaves that variable unset
+    instead of failing the pod; the optional keys get their own call so they stay optional even if the required
+    ones are ever made mandatory.
+    """
+    kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
+    kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=S3_OPTIONAL_SECRET_KEYS,
+                                 optional=True)
 
 
 def _resources(task: dsl.PipelineTask, cpu: str, memory: str) -> dsl.PipelineTask:
@@ -58,6 +73,8 @@ def tabular_training(
     explain_background_size: int = 100,
     explain_max_rows: int = 500,
     refit_ensemble: bool = False,
+    model_repository_uri: str = "",
+    model_version: int = 0,
     s3_secret_name: str = "kfp-tabular-s3",
 ):
     """Train, evaluate, explain and (when blessed) export an AutoGluon model for a table.
@@ -81,6 +98,9 @@ def tabular_training(
         explain_background_size: Background rows sampled from the train split for SHAP.
         explain_max_rows: Test rows explained.
         refit_ensemble: Export a weighted ensemble refitted over exportable models only.
+        model_repository_uri: Where to publish the blessed SavedModel as a numbered, checksummed version
+            (``s3://bucket/models/<name>`` or a folder); empty: do not publish.
+        model_version: Version to publish as; 0: the next free one.
         s3_secret_name: Kubernetes Secret with ``S3_ENDPOINT``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``
             and optionally ``S3_USE_HTTPS``, ``AWS_REGION``, ``AWS_DEFAULT_REGION``, ``AWS_SESSION_TOKEN``.
     """
@@ -94,13 +114,7 @@ def tabular_training(
         bad_values=bad_values,
         seed=seed,
     )
-    # optional=True: builtin:// and volume paths need no Secret; s3:// without it fails with a clear message. The
-    # KFP driver puts the flag on every secretKeyRef, so a Secret lacking an optional key leaves that variable
-    # unset instead of failing the pod; the optional keys get their own call so they stay optional even if the
-    # required ones are ever made mandatory.
-    kubernetes.use_secret_as_env(ingest, secret_name=s3_secret_name, secret_key_to_env=S3_SECRET_KEYS, optional=True)
-    kubernetes.use_secret_as_env(ingest, secret_name=s3_secret_name, secret_key_to_env=S3_OPTIONAL_SECRET_KEYS,
-                                 optional=True)
+    _s3_credentials(ingest, s3_secret_name)
     _resources(ingest, "1", "2Gi")
 
     train = train_autogluon(
@@ -146,3 +160,16 @@ def tabular_training(
             refit_ensemble=refit_ensemble,
         )
         _resources(export, "2", "8Gi")
+
+        with dsl.If(model_repository_uri != "", name="publish-requested"):
+            publish = publish_model(
+                savedmodel=export.outputs["savedmodel"],
+                repository_uri=model_repository_uri,
+                version=model_version,
+                train_data=ingest.outputs["train_data"],
+                model=train.outputs["model"],
+            )
+            _s3_credentials(publish, s3_secret_name)
+            # The lineage records the image the steps ran with (a digest when compiled with --image).
+            publish.set_env_variable("KFP_TABULAR_IMAGE", IMAGE)
+            _resources(publish, "1", "2Gi")

@@ -48,6 +48,7 @@ def _run_arguments(args: argparse.Namespace) -> dict:
         "bad_values": args.bad_values,
         "eval_metric": args.eval_metric,
         "refit_ensemble": True if args.refit_ensemble else None,
+        "model_repository_uri": args.model_repository,
     }
     arguments.update({k: v for k, v in optional.items() if v is not None})
     return arguments
@@ -57,6 +58,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from kfp_tabular.pipelines.local_run import run_pipeline_locally
     from kfp_tabular.pipelines.summary import summarize
 
+    if args.serve and not args.model_repository:
+        args.model_repository = str((Path(args.output) / "models" / "tabular").resolve())
     arguments = _run_arguments(args)
     print(f"Running tabular-training locally on {args.data} (label {args.label!r}); outputs in {args.output}/")
     try:
@@ -67,6 +70,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 1
     print()
     print(summarize(run))
+    if args.serve:
+        return _serve_one_prediction(run, args.model_repository)
+    return 0
+
+
+def _serve_one_prediction(run, repository: str) -> int:
+    """Publish happened in the run: serve the repository locally and show one prediction through it."""
+    if "publish-model" not in run.tasks:
+        print("\nSERVED: nothing, the model was not blessed and so not published.")
+        return 0
+    from kfp_tabular.serving.first_request import predict_once, request_rows
+
+    rows = request_rows(run.tasks["ingest-data"].path("test_data"), repository)
+    answer = predict_once(repository, rows)
+    print(f"\nSERVED (kfp-tabular serve, the local stand-in for TF Serving): version {answer.version} of {repository}")
+    print(f"  POST {answer.url}")
+    print(f"  {json.dumps(answer.request)}")
+    print(f"  -> {json.dumps(answer.response)}")
+    print(f"  Serve it yourself: kfp-tabular serve --model-repository {repository}")
     return 0
 
 
@@ -222,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-metric", help="AutoGluon metric (default: auto)")
     p.add_argument("--refit-ensemble", action="store_true",
                    help="export a weighted ensemble refitted over the exportable models only")
+    p.add_argument("--model-repository", help="publish the blessed model as the next version of this repository "
+                   "(a folder or s3://bucket/models/<name>)")
+    p.add_argument("--serve", action="store_true", help="then serve the published model locally (a stand-in for "
+                   "TF Serving) and show one prediction; publishes to <output>/models/tabular by default")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("predict", help="predict with an exported SavedModel (TF Serving REST JSON in and out)")

@@ -63,7 +63,7 @@ def test_yaml_loads_back_as_a_reusable_component(compiled):
 
 def test_every_executor_runs_the_single_image_without_installing_packages(documents):
     executors = documents[0]["deploymentSpec"]["executors"]
-    assert len(executors) == 5
+    assert len(executors) == 6
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"] == IMAGE, name
@@ -107,6 +107,24 @@ def test_dag_order_and_blessing_gate(documents):
     assert "export-savedmodel" in branch["dag"]["tasks"]
 
 
+def test_publish_runs_only_for_a_blessed_model_and_a_repository(documents):
+    spec = documents[0]
+    root_tasks = spec["root"]["dag"]["tasks"]
+    gate = next(t for t in root_tasks.values() if "triggerPolicy" in t)
+    blessed = spec["components"][gate["componentRef"]["name"]]["dag"]["tasks"]
+    inner = next(t for t in blessed.values() if "triggerPolicy" in t)
+    assert "model_repository_uri" in inner["triggerPolicy"]["condition"]
+    publish = spec["components"][inner["componentRef"]["name"]]["dag"]["tasks"]["publish-model"]
+    artifacts = publish["inputs"]["artifacts"]
+    # inside a condition branch, artifacts arrive as channels named after their producer and output
+    assert artifacts["savedmodel"]["componentInputArtifact"] == "pipelinechannel--export-savedmodel-savedmodel"
+    assert artifacts["train_data"]["componentInputArtifact"] == "pipelinechannel--ingest-data-train_data"
+    env = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"]["exec-publish-model"]["container"]
+           ["env"]}
+    assert env["KFP_TABULAR_IMAGE"] == IMAGE  # the lineage names the image the step runs in
+    assert spec["root"]["inputDefinitions"]["parameters"]["model_repository_uri"]["defaultValue"] == ""
+
+
 def s3_variables_read() -> set[str]:
     """Every environment variable ``components/_shared/s3.py`` reads, found in its source."""
     from kfp_tabular.components._shared import s3
@@ -125,11 +143,14 @@ def _secret_env(documents) -> dict[str, list]:
             for name, config in executors.items()}
 
 
-def test_s3_credentials_come_only_from_a_kubernetes_secret(documents):
-    secrets = _secret_env(documents)["exec-ingest-data"]
+@pytest.mark.parametrize("executor", ["exec-ingest-data", "exec-publish-model"])
+def test_s3_credentials_come_only_from_a_kubernetes_secret(documents, executor):
+    secrets = _secret_env(documents)[executor]
     assert secrets
     for secret in secrets:
-        assert secret.secret_name_parameter.component_input_parameter == "s3_secret_name"
+        # the pipeline parameter, passed into condition branches as a channel
+        assert secret.secret_name_parameter.component_input_parameter in (
+            "s3_secret_name", "pipelinechannel--s3_secret_name")
         # Optional, so builtin:// and volume paths run without the Secret, and a Secret that lacks the optional
         # keys still starts the pod (the driver copies it onto every secretKeyRef, which then may be absent).
         assert secret.HasField("optional") and secret.optional is True

@@ -16,15 +16,15 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory) -> tuple[str, Path]:
-    """``kfp-tabular run`` on the bundled penguins, as a user would type it."""
+    """``kfp-tabular run --serve`` on the bundled penguins, as ``make demo`` types it."""
     output = tmp_path_factory.mktemp("local_outputs")
     result = subprocess.run(
         [sys.executable, "-m", "kfp_tabular.cli", "run", "--data", "builtin://penguins", "--label", "species",
-         "--time-limit", "40", "--output", str(output)],
+         "--time-limit", "40", "--output", str(output), "--serve"],
         capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    (run_folder,) = output.glob("tabular-training-*")
+    (run_folder,) = output.glob("tabular-training-*/")
     return result.stdout, run_folder
 
 
@@ -57,6 +57,22 @@ def test_summary_tells_the_user_what_happened(cli_run):
         assert heading in stdout, heading
     assert "344 rows" in stdout
     assert str(run_folder) in stdout
+
+
+def test_the_blessed_model_is_published_and_answers_through_the_local_server(cli_run):
+    stdout, run_folder = cli_run
+    tasks = collect_task_outputs(run_folder)
+    published = tasks["publish-model"].metadata("published_model")
+    repository = run_folder.parent / "models" / "tabular"
+    assert published["uri"] == f"{repository}/1" and int(published["version"]) == 1
+    manifest = json.loads((repository / "1" / "manifest.json").read_text())
+    assert manifest["root_digest"] == published["root_digest"] and "saved_model.pb" in manifest["files"]
+    served = stdout.split("SERVED (", 1)[1]
+    assert "/v1/models/tabular:predict" in served
+    answer = json.loads(served.split("-> ", 1)[1].splitlines()[0])
+    (prediction,) = answer["predictions"]
+    assert prediction["label"] in ("Adelie", "Chinstrap", "Gentoo")
+    assert abs(sum(prediction["probabilities"]) - 1.0) < 1e-5
 
 
 def test_an_unmet_threshold_stops_the_model_before_export(tmp_path):
