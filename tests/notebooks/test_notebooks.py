@@ -7,6 +7,14 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
+# What each notebook must have printed, and the files it must have left, when run top to bottom.
+EXPECTED = {
+    "01_quickstart.ipynb": (("BLESSED", "No KFP endpoint configured"), ("dist/tabular_training.yaml",)),
+    "02_publish_serve_and_query.ipynb": (
+        ("published", "gRPC labels:", "[('2', 'AVAILABLE'), ('1', 'END')]", ':tensorflow:serving:request_count{model_name="penguins"'),
+        ("models/penguins/1/manifest.json", "models/penguins/2/manifest.json"),
+    ),
+}
 
 
 @pytest.mark.slow
@@ -18,5 +26,8 @@ def test_notebook_runs_without_errors(notebook, tmp_path, monkeypatch):
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs)
-    assert "BLESSED" in text and "No KFP endpoint configured" in text
-    assert (tmp_path / "dist" / "tabular_training.yaml").is_file()
+    printed, files = EXPECTED[notebook.name]
+    for expected in printed:
+        assert expected in text, expected
+    for relpath in files:
+        assert (tmp_path / relpath).is_file(), relpath
