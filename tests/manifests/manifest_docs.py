@@ -23,6 +23,15 @@ OVERLAYS = sorted(p.parent.name for p in (MANIFESTS / "overlays").glob("*/kustom
 OVERLAY_PARAMS = [pytest.param(name, id=f"{name}-overlay") for name in OVERLAYS]
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
 
+# The names the pipeline's deploy step (deploy_tf_serving) relies on; the tests check that every overlay
+# renders them.
+SERVING = "tf-serving"  # the Deployment, its Service and its main container
+FETCH = "fetch-model"  # the init container whose MODEL_URI the deploy step sets
+MODEL_URI_ENV = "MODEL_URI"
+MODEL_VERSION_ANNOTATION = "kfp-tabular.dev/model-version"
+MODEL_DIGEST_ANNOTATION = "kfp-tabular.dev/model-digest"
+DEPLOYER = "kfp-tabular-deployer"  # ServiceAccount, Role and RoleBinding of the deploy step
+
 
 def package_version() -> str:
     """The version in pyproject.toml: the single source the image tags must follow."""
@@ -77,3 +86,38 @@ def serving_config_files(docs: list[dict]) -> dict[str, str]:
     pod = one(docs, "Deployment", "tf-serving")["spec"]["template"]["spec"]
     (volume,) = [v for v in pod["volumes"] if "configMap" in v]
     return one(docs, "ConfigMap", volume["configMap"]["name"])["data"]
+
+
+def serving_deployment(docs: list[dict]) -> dict:
+    """The TF Serving Deployment."""
+    return one(docs, "Deployment", SERVING)
+
+
+def container(pod_spec: dict, name: str) -> dict:
+    """The one container (init, regular or ephemeral) called ``name``."""
+    found = [c for c in containers(pod_spec) if c["name"] == name]
+    assert len(found) == 1, f"expected one container {name}, found {len(found)}"
+    return found[0]
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """Whether a label selector (matchLabels only: these manifests use no expressions) matches ``labels``."""
+    assert set(selector) <= {"matchLabels"}, f"unexpected selector fields {set(selector) - {'matchLabels'}}"
+    match = selector.get("matchLabels", {})
+    assert match, "an empty selector selects every pod of the namespace"
+    return match.items() <= labels.items()
+
+
+def serving_pod_labels(docs: list[dict]) -> dict:
+    """Labels of the TF Serving pods, as rendered into the Deployment's pod template."""
+    return serving_deployment(docs)["spec"]["template"]["metadata"]["labels"]
+
+
+def min_serving_replicas(docs: list[dict]) -> int:
+    """The fewest serving pods the overlay runs: the HPA's minimum where one scales the Deployment."""
+    hpas = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"
+            and d["spec"]["scaleTargetRef"]["name"] == SERVING]
+    if hpas:
+        (hpa,) = hpas
+        return hpa["spec"].get("minReplicas", 1)
+    return serving_deployment(docs)["spec"].get("replicas", 1)
