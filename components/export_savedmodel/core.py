@@ -165,7 +165,7 @@ def _export(model_dir: Path, test_path: Path, savedmodel_dir: Path, config: Expo
 
     staging = savedmodel_dir.parent / f".{savedmodel_dir.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        # The portable signature first: tf2onnx converts the first one when not told which (see graph.py).
+        # The portable signature first: tf2onnx takes the first one when no --signature_def names it (graph.py).
         signatures = {PORTABLE_SIGNATURE_KEY: module.serve_portable.get_concrete_function(),
                       SIGNATURE_KEY: module.serve.get_concrete_function()}
         tf.saved_model.save(module, str(staging), signatures=signatures)

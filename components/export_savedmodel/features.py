@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from kfp_tabular.components.export_savedmodel.numerics import round_to_float32
 from kfp_tabular.components.export_savedmodel.signature import (
     FALSE_STRINGS,
     FLOAT,
@@ -280,8 +281,9 @@ def _numeric(values: Any, cast: str) -> Any:
     if cast == "float64":
         return values
     if cast == "float32":
-        # pandas .astype(float32) rounds to nearest, exactly what a TF cast does.
-        return tf.cast(tf.cast(values, tf.float32), tf.float64)
+        # pandas .astype(float32) rounds to nearest and keeps float32 subnormals; a Cast pair would flush them to
+        # 0 in TensorFlow (1e-40: present for XGBoost, missing once 0) and be folded away by tf2onnx.
+        return round_to_float32(values)
     if np.dtype(cast).kind in "iu":
         # AsType fills NaN with 0 for integer columns, then astype truncates toward zero.
         filled = tf.where(tf.math.is_nan(values), tf.zeros_like(values), values)

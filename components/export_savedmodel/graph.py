@@ -16,8 +16,9 @@ Two signatures share that graph:
   TensorFlow's CPU kernels read subnormals as 0, AutoGluon's models do not (XGBoost: a present 0.0f, not a
   missing zero);
 * ``onnx`` is the same graph without that step, for converters and runtimes that keep subnormals: tf2onnx has
-  no ``Bitcast`` conversion, and onnxruntime does not flush them. It is saved first, so tf2onnx converts it when
-  no ``--signature_def`` is given. Called through TensorFlow it reads subnormal inputs as 0.
+  no ``Bitcast`` conversion, and onnxruntime does not flush them. Convert it by name
+  (``python -m tf2onnx.convert --saved-model DIR --signature_def onnx``); it is also saved first, tf2onnx's
+  choice when no ``--signature_def`` is given. Called through TensorFlow it reads subnormal inputs as 0.
 
 Inputs AutoGluon refuses are refused, and the refusal names the input columns and the first offending row:
 
@@ -41,7 +42,6 @@ from typing import Any
 import numpy as np
 
 from kfp_tabular.components.export_savedmodel.features import (
-    NUMERIC,
     FeaturePlan,
     make_lookup_tables,
     transform_features,
@@ -49,7 +49,6 @@ from kfp_tabular.components.export_savedmodel.features import (
 from kfp_tabular.components.export_savedmodel.numerics import (
     canonicalize_subnormals,
     exact_divide,
-    round_to_float32,
     sequential_sum,
 )
 from kfp_tabular.components.export_savedmodel.signature import FLOAT, SignatureInfo
@@ -60,7 +59,7 @@ from kfp_tabular.components.export_savedmodel.trees import (
     merge_tables,
 )
 
-# The signature tf2onnx converts by default (it is saved first): the graph without the subnormal guard.
+# The signature to convert with tf2onnx (``--signature_def onnx``): the graph without the subnormal guard.
 PORTABLE_SIGNATURE_KEY = "onnx"
 # Largest double that float32 rounding keeps finite (FLT_MAX + half an ulp, the tie rounding to infinity, excluded).
 FLOAT32_LIMIT = float(float32_rounding_bound(np.array([np.finfo(np.float32).max]))[0])
@@ -265,23 +264,6 @@ def guard_outputs(outputs: dict[str, Any], checks: list[Any], refused: Any) -> d
         return {key: tf.identity(value) for key, value in outputs.items()}
 
 
-def compute_features(plan: FeaturePlan, inputs: dict[str, Any], tables: dict[str, Any],
-                     names: set[str] | None = None) -> dict[str, Any]:
-    """``features.transform_features``, with float32 columns rounded by ``numerics.round_to_float32``.
-
-    ``transform_features`` rounds a float32 column (``astype(float32)`` at fit) with a Cast pair, which
-    TensorFlow flushes to 0 for float32 subnormal results (1e-40: a present value for XGBoost, 0 after the flush
-    and so missing) and tf2onnx folds into nothing; until it uses ``round_to_float32`` itself, those features
-    are recomputed here.
-    """
-    features = transform_features(plan, inputs, tables, names)
-    by_column = {item.column: item for item in plan.inputs}
-    for name, spec in plan.features.items():
-        if name in features and spec.kind == NUMERIC and spec.cast == "float32":
-            features[name] = round_to_float32(inputs[by_column[name].name])
-    return features
-
-
 def predict_graph(plan: FeaturePlan, members: list[CompiledMember], spec: OutputSpec, inputs: dict[str, Any],
                   tables: dict[str, Any]) -> dict:
     """The whole prediction from signature inputs (TensorFlow ops); ``tables`` from ``make_lookup_tables``."""
@@ -290,7 +272,7 @@ def predict_graph(plan: FeaturePlan, members: list[CompiledMember], spec: Output
         needed |= member.features
         for child in member.children:
             needed |= set(getattr(child, "float32_checked", ()))
-    features = compute_features(plan, inputs, tables, needed)
+    features = transform_features(plan, inputs, tables, needed)
     checks, refused = input_checks(plan, members, inputs, features)
     values = [member_output(member, features) for member in members]
     outputs = final_outputs(ensemble_output(members, values, spec.is_ensemble), spec)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from kfp_tabular.components.export_savedmodel.numerics import exact_divide, sequential_sum
-from kfp_tabular.components.export_savedmodel.trees import DesignBlock, TreeChild, TreeTable
+from kfp_tabular.components.export_savedmodel.trees import DesignBlock, TreeChild, TreeTable, sum_by_output
 from kfp_tabular.errors import UnsupportedModelError
 
 # LightGBM's kZeroThreshold is the float 1e-35f, compared in double.
@@ -78,12 +78,10 @@ def _threshold(dumped: float) -> float:
     return dumped
 
 
-def _add_tree(table: TreeTable, node: dict[str, Any], n_outputs: int, output: int) -> tuple[int, int]:
+def _add_tree(table: TreeTable, node: dict[str, Any]) -> tuple[int, int]:
     """Add one dumped tree (recursively); returns (node id, depth below it)."""
     if "leaf_value" in node or "split_feature" not in node:
-        value = np.zeros(n_outputs)
-        value[output] = float(node.get("leaf_value", 0.0))
-        return table.add_node(value=value), 0
+        return table.add_node(value=float(node.get("leaf_value", 0.0))), 0
     if node["decision_type"] == "==":
         members = {int(code) for code in str(node["threshold"]).split("||") if code != ""}
         node_id = table.add_node(feature=int(node["split_feature"]), category_set=members)
@@ -97,13 +95,13 @@ def _add_tree(table: TreeTable, node: dict[str, Any], n_outputs: int, output: in
         )
     else:
         raise UnsupportedModelError(f"Unknown LightGBM decision type {node['decision_type']!r}.")
-    left, left_depth = _add_tree(table, node["left_child"], n_outputs, output)
-    right, right_depth = _add_tree(table, node["right_child"], n_outputs, output)
+    left, left_depth = _add_tree(table, node["left_child"])
+    right, right_depth = _add_tree(table, node["right_child"])
     table.link(node_id, left, right)
     return node_id, 1 + max(left_depth, right_depth)
 
 
-def _finisher(objective: str, problem_type: str, average_over: int) -> Any:
+def _finisher(objective: str, average_over: int, tree_outputs: list[int], n_outputs: int) -> Any:
     name, *params = objective.split()
     options = dict(param.split(":", 1) for param in params if ":" in param)
     if name == "binary" or name == "cross_entropy":
@@ -116,7 +114,8 @@ def _finisher(objective: str, problem_type: str, average_over: int) -> Any:
     def finish(leaves: Any) -> Any:
         import tensorflow as tf
 
-        raw = sequential_sum(leaves, axis=1)  # [rows, outputs]: double, tree by tree, like LightGBM
+        # [rows, outputs]: each class in double, iteration by iteration, like LightGBM's PredictRaw
+        raw = sum_by_output(leaves, tree_outputs, n_outputs)
         if average_over > 1:
             raw = exact_divide(raw, float(average_over))
         if name in ("binary", "cross_entropy"):
@@ -152,11 +151,12 @@ def compile_child(child: Any, name: str, category_counts: dict[str, int]) -> Tre
     lgb_codes = dict(zip(category_features, pandas_categorical, strict=True))
     block = _design_block(features, lgb_codes, category_counts)
     n_outputs = int(dump["num_tree_per_iteration"])
-    table = TreeTable(n_outputs=n_outputs)
+    # Tree i of a multiclass booster adds to class i % n_outputs only: one value per leaf.
+    table = TreeTable(n_outputs=n_outputs, scalar_leaves=True)
     for index, tree in enumerate(dump["tree_info"]):
-        root, depth = _add_tree(table, tree["tree_structure"], n_outputs, index % n_outputs)
-        table.add_tree(root, depth)
+        root, depth = _add_tree(table, tree["tree_structure"])
+        table.add_tree(root, depth, output=index % n_outputs)
     iterations = max(1, len(dump["tree_info"]) // n_outputs)
     average_over = iterations if dump.get("average_output") else 1
-    finish = _finisher(dump["objective"], child.problem_type, average_over)
+    finish = _finisher(dump["objective"], average_over, list(table.tree_outputs), n_outputs)
     return TreeChild(name=name, blocks=[block], table=table, finish=finish, features=tuple(features))

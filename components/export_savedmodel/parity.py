@@ -267,12 +267,8 @@ def member_differences(predictor: Any, members: list[Any], plan: FeaturePlan, si
     """Max |delta| of each exported member against AutoGluon's ``predict_proba(model=member)`` (eager TF)."""
     import tensorflow as tf
 
-    from kfp_tabular.components.export_savedmodel.features import make_lookup_tables
-    from kfp_tabular.components.export_savedmodel.graph import (
-        canonicalize_inputs,
-        compute_features,
-        member_output,
-    )
+    from kfp_tabular.components.export_savedmodel.features import make_lookup_tables, transform_features
+    from kfp_tabular.components.export_savedmodel.graph import canonicalize_inputs, member_output
 
     inputs = frame_to_inputs(frame, signature)
     tensors = {
@@ -280,7 +276,7 @@ def member_differences(predictor: Any, members: list[Any], plan: FeaturePlan, si
         for item in signature.inputs
     }
     tensors = canonicalize_inputs(signature, tensors)  # what serving_default does first
-    features = compute_features(plan, tensors, make_lookup_tables(plan))
+    features = transform_features(plan, tensors, make_lookup_tables(plan))
     out = {}
     for member in members:
         mine = member_output(member, features).numpy().astype(np.float64)

@@ -48,8 +48,10 @@ def render(model_name: str, members: list[Any], signature: Any, result: Any, con
         "Outputs: " + ", ".join(f"`{name}` {kind}" for name, kind in signature.outputs.items()) + ".",
         "",
         f"Signature `{PORTABLE_SIGNATURE_KEY}` is the same graph without the subnormal guard (TensorFlow reads "
-        "subnormal numbers as 0, so `serving_default` reads them by their bits first): tf2onnx converts it by "
-        "default, onnxruntime keeps subnormals. The gate checked it on the rows without subnormal inputs.",
+        "subnormal numbers as 0, so `serving_default` reads them by their bits first): convert it with "
+        f"`python -m tf2onnx.convert --saved-model DIR --signature_def {PORTABLE_SIGNATURE_KEY}` (tf2onnx cannot "
+        "convert `serving_default`'s Bitcast); onnxruntime keeps subnormals. The gate checked it on the rows "
+        "without subnormal inputs.",
         "",
         "Refused requests (`InvalidArgumentError` naming the columns and the first row; TF Serving answers the "
         "whole request with it): an infinite value in a numeric input; "

@@ -25,6 +25,13 @@ similar depth (deep forests mix depths) and, every few levels, keep only the (ro
 leaf (``Where`` + gathers, scattered back at the end): most pairs of a deep forest stop far above its deepest
 leaf. A few rows walk all trees in one group without compaction (fewer ops). No loops, no custom ops: tf2onnx
 converts it.
+
+Leaves hold either a vector of ``n_outputs`` values (scikit-learn classifier forests: class fractions) or one
+value (``scalar_leaves``: boosters, whose multiclass trees each add to one class). A K-class booster with
+vector leaves would store, gather and sum K - 1 zeros per leaf and per (row, tree): 1000 classes x 5000 trees
+made the [rows, trees, K] leaf tensor 40 MB a row. Scalar tables record each tree's output instead, and
+:func:`sum_by_output` adds each output's leaves in tree order ([rows, trees] -> [rows, K]), the order of the
+boosters' own loops.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from kfp_tabular.components.export_savedmodel.numerics import sequential_sum
 
 # Up to this many rows, all trees are walked as one group (fewer ops); larger batches use depth groups
 # and compaction.
@@ -51,18 +60,26 @@ class TreeTable:
     """Nodes of several trees in flat arrays; ``roots[t]`` is the node id of tree ``t``'s root.
 
     Node rows are kept in numpy chunks (one per ``add_node`` call or per bulk-added tree) and joined by
-    :meth:`arrays`. ``values[node]`` is the leaf output vector (length ``n_outputs``); internal nodes hold zeros.
+    :meth:`arrays`. ``values[node]`` is the leaf output: a vector of length ``n_outputs``, or with
+    ``scalar_leaves`` one value that tree ``t`` adds to output ``tree_outputs[t]``; internal nodes hold zeros.
     ``category_sets[row]`` lists the codes a categorical node with ``cat_row=row`` sends left (row 0: empty).
     """
 
     n_outputs: int
+    scalar_leaves: bool = False
     ints: list[np.ndarray] = field(default_factory=list)
     thresholds: list[np.ndarray] = field(default_factory=list)
     values: list[np.ndarray] = field(default_factory=list)
     roots: list[int] = field(default_factory=list)
     depths: list[int] = field(default_factory=list)
     category_sets: list[set[int]] = field(default_factory=list)
+    tree_outputs: list[int] = field(default_factory=list)
     n_nodes: int = 0
+
+    @property
+    def leaf_width(self) -> int:
+        """Values per leaf: 1 with ``scalar_leaves``, else ``n_outputs``."""
+        return 1 if self.scalar_leaves else self.n_outputs
 
     @property
     def n_trees(self) -> int:
@@ -84,7 +101,10 @@ class TreeTable:
         category_set: set[int] | None = None,
         value: np.ndarray | None = None,
     ) -> int:
-        """Append a node (children set later with :meth:`link`); returns its id. A node with ``value`` is a leaf."""
+        """Append a node (children set later with :meth:`link`); returns its id. A node with ``value`` is a leaf.
+
+        ``value`` has ``leaf_width`` entries (a plain number for scalar leaves).
+        """
         node = self.n_nodes
         cat_row = 0
         if category_set is not None:
@@ -94,8 +114,8 @@ class TreeTable:
                int(category_set is not None), cat_row]
         self.ints.append(np.asarray([row], dtype=np.int32))
         self.thresholds.append(np.asarray([threshold], dtype=np.float64))
-        leaf = np.zeros(self.n_outputs) if value is None else np.asarray(value, dtype=np.float64)
-        self.values.append(leaf.reshape(1, self.n_outputs))
+        leaf = np.zeros(self.leaf_width) if value is None else np.asarray(value, dtype=np.float64)
+        self.values.append(leaf.reshape(1, self.leaf_width))
         self.n_nodes += 1
         return node
 
@@ -114,10 +134,14 @@ class TreeTable:
                 return chunk[node - offset]
         raise IndexError(node)
 
-    def add_tree(self, root: int, depth: int) -> None:
-        """Register a tree whose nodes were added with :meth:`add_node`."""
+    def add_tree(self, root: int, depth: int, output: int = 0) -> None:
+        """Register a tree whose nodes were added with :meth:`add_node`; ``output``: what its scalar leaves add to."""
+        if not 0 <= output < self.n_outputs or (output and not self.scalar_leaves):
+            raise ValueError(f"Tree output {output} out of range for {self.n_outputs} output(s) "
+                             f"({'scalar' if self.scalar_leaves else 'vector'} leaves).")
         self.roots.append(root)
         self.depths.append(depth)
+        self.tree_outputs.append(output)
 
     def add_tree_arrays(
         self, feature: np.ndarray, threshold: np.ndarray, left: np.ndarray, right: np.ndarray,
@@ -158,7 +182,7 @@ class TreeTable:
         return {
             "ints": np.concatenate(self.ints) if self.ints else np.zeros((1, 8), np.int32),
             "thresholds": np.concatenate(self.thresholds) if self.thresholds else np.zeros(1),
-            "values": np.concatenate(self.values) if self.values else np.zeros((1, self.n_outputs)),
+            "values": np.concatenate(self.values) if self.values else np.zeros((1, self.leaf_width)),
             "roots": np.asarray(self.roots, dtype=np.int32),
             "category_sets": sets,
         }
@@ -263,7 +287,7 @@ def _depth_groups(depths: np.ndarray, groups: int) -> list[np.ndarray]:
 
 
 def evaluate_trees(table: TreeTable, design: object, groups: int = 4, nan_free: bool = False) -> object:
-    """Leaf output of every tree for every row: float64 [rows, trees, n_outputs] (TensorFlow ops).
+    """Leaf output of every tree for every row: float64 [rows, trees, table.leaf_width] (TensorFlow ops).
 
     Args:
         table: The trees; their thresholds have the design's dtype once cast.
@@ -377,6 +401,39 @@ def evaluate_trees(table: TreeTable, design: object, groups: int = 4, nan_free: 
                    lambda: walk_groups(tree_groups, compact=True))
 
 
+def sum_by_output(leaves: object, tree_outputs: list[int] | np.ndarray, n_outputs: int,
+                  start: np.ndarray | None = None) -> object:
+    """Scalar leaves [rows, trees, 1] summed per output in tree order: [rows, n_outputs] (TensorFlow ops).
+
+    Output ``k`` is ``start[k]`` (if given) plus the leaves of the trees with ``tree_outputs[t] == k``, added one
+    by one in tree order in the leaves' dtype, as a booster's C loop ``out[output_of[t]] += leaf[t]`` does. Trees
+    laid out round by round (tree ``t`` adds to ``t % n_outputs``, LightGBM and XGBoost without parallel trees)
+    are a reshape to [rows, rounds, n_outputs]; other layouts gather each output's trees, padding outputs with
+    fewer trees by a trailing 0 (``x + 0 == x``).
+    """
+    import tensorflow as tf
+
+    outputs = np.asarray(tree_outputs, dtype=np.int64)
+    n_trees = len(outputs)
+    if n_outputs == 1:
+        terms = leaves  # [rows, trees, 1] already (no extra ops: binary and regression graphs stay as they were)
+    elif n_trees % n_outputs == 0 and np.array_equal(outputs, np.arange(n_trees) % n_outputs):
+        terms = tf.reshape(leaves, [-1, n_trees // n_outputs, n_outputs])
+    else:
+        per_output = [np.flatnonzero(outputs == k) for k in range(n_outputs)]
+        length = max((len(trees) for trees in per_output), default=0)
+        index = np.full((length, n_outputs), n_trees, dtype=np.int32)  # n_trees: the appended zero
+        for k, trees in enumerate(per_output):
+            index[: len(trees), k] = trees
+        flat = tf.reshape(leaves, [-1, n_trees])
+        padded = tf.concat([flat, tf.zeros_like(flat[:, :1])], axis=1)
+        terms = tf.gather(padded, tf.constant(index), axis=1)  # [rows, length, n_outputs]
+    if start is not None:
+        first = tf.constant(np.asarray(start).reshape(1, 1, n_outputs), leaves.dtype)
+        terms = tf.concat([tf.tile(first, tf.stack([tf.shape(leaves)[0], 1, 1])), terms], axis=1)
+    return sequential_sum(terms, axis=1)
+
+
 @dataclass(frozen=True)
 class DesignBlock:
     """Some input columns of a tree model, computed together from AutoGluon's features with TensorFlow ops.
@@ -403,7 +460,7 @@ class TreeChild:
         name: Human-readable label, e.g. ``LightGBM_BAG_L1/S1F1``.
         blocks: Design blocks; the trees' feature indices refer to their columns, concatenated in order.
         table: The trees.
-        finish: Function of the child's leaf outputs float64 [rows, trees, n_outputs] returning the model's
+        finish: Function of the child's leaf outputs float64 [rows, trees, leaf width] returning the model's
             ``predict_proba`` (binary: [rows]; multiclass: [rows, classes]; regression: [rows]).
         features: AutoGluon features the blocks read.
         float32_checked: Numeric features the model casts to float32 and then checks for infinity
@@ -425,9 +482,11 @@ class TreeChild:
 
 def merge_tables(tables: list[TreeTable], feature_maps: list[list[int]]) -> tuple[TreeTable, list[tuple[int, int]]]:
     """Concatenate tree tables, remapping each table's feature indices; returns the table and tree ranges."""
-    merged = TreeTable(n_outputs=tables[0].n_outputs)
+    merged = TreeTable(n_outputs=tables[0].n_outputs, scalar_leaves=tables[0].scalar_leaves)
     ranges = []
     for table, feature_map in zip(tables, feature_maps, strict=True):
+        if (table.n_outputs, table.scalar_leaves) != (merged.n_outputs, merged.scalar_leaves):
+            raise ValueError("merge_tables takes tables with the same outputs and leaf layout.")
         arrays = table.arrays()
         rows = arrays["ints"][: table.n_nodes].copy()
         internal = rows[:, _LEFT] != rows[:, _RIGHT]
@@ -443,6 +502,7 @@ def merge_tables(tables: list[TreeTable], feature_maps: list[list[int]]) -> tupl
         start = merged.n_trees
         merged.roots.extend(root + merged.n_nodes for root in table.roots)
         merged.depths.extend(table.depths)
+        merged.tree_outputs.extend(table.tree_outputs)
         merged.n_nodes += table.n_nodes
         ranges.append((start, merged.n_trees))
     return merged, ranges

@@ -15,8 +15,9 @@ What the child does at predict time (autogluon ``xgboost_model.py`` / ``xgboost_
 * the margin starts at the intercept (``base_score``, mapped to margin space: logit for ``binary:logistic``) and
   adds each tree's float32 leaf in tree order, in float32; the logistic / softmax transform is then applied.
 
-The float32 running sum is reproduced with a cumulative sum over [intercept, tree 1, tree 2, ...], which adds in
-exactly that order.
+Each tree adds to one class (``tree_info``), so a leaf holds one value. The float32 running sum of a class is
+reproduced with a cumulative sum over [intercept, its first tree, its second tree, ...], which adds in exactly
+that order (``trees.sum_by_output``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from kfp_tabular.components.export_savedmodel.trees import (
     TreeTable,
     float32_less_than_as_le,
     float32_rounding_bound,
+    sum_by_output,
 )
 from kfp_tabular.errors import UnsupportedModelError
 
@@ -88,15 +90,13 @@ def _base_margin(objective: str, base_score: np.ndarray, n_outputs: int) -> np.n
     return np.broadcast_to(margin, (n_outputs,)).astype(np.float32) if margin.size == 1 else margin
 
 
-def _finisher(objective: str, base_margin: np.ndarray) -> Any:
+def _finisher(objective: str, base_margin: np.ndarray, tree_outputs: list[int]) -> Any:
     def finish(leaves: Any) -> Any:
         import tensorflow as tf
 
         leaves32 = tf.cast(leaves, tf.float32)  # leaf values are float32 already: exact
-        rows = tf.shape(leaves32)[0]
-        start = tf.tile(tf.reshape(tf.constant(base_margin), [1, 1, -1]), tf.stack([rows, 1, 1]))
-        sequence = tf.concat([start, leaves32], axis=1)
-        margin = sequential_sum(sequence, axis=1)  # float32, intercept first then tree by tree
+        # float32, per class: intercept first, then the class's trees in tree order
+        margin = sum_by_output(leaves32, tree_outputs, len(base_margin), start=base_margin)
         if objective in ("binary:logistic", "reg:logistic"):
             return _sigmoid32(margin[:, 0])
         if objective == "multi:softprob":
@@ -179,17 +179,17 @@ def compile_child(child: Any, name: str, template: Any, category_counts: dict[st
     best = getattr(child.model, "best_iteration", None)
     if best is not None:
         rounds = min(rounds, int(best) + 1)
-    table = TreeTable(n_outputs=n_outputs)
+    # Each tree adds to one class (tree_info): one value per leaf.
+    table = TreeTable(n_outputs=n_outputs, scalar_leaves=True)
     for tree, output in zip(model["trees"][: rounds * per_round], model["tree_info"], strict=False):
-        root, depth = _add_tree(table, tree, n_outputs, int(output), design_index)
-        table.add_tree(root, depth)
+        root, depth = _add_tree(table, tree, design_index)
+        table.add_tree(root, depth, output=int(output))
     features = tuple(generator.cat_cols) + tuple(generator.other_cols)
-    return TreeChild(name=name, blocks=blocks, table=table, finish=_finisher(objective, base_margin),
-                     features=features)
+    return TreeChild(name=name, blocks=blocks, table=table,
+                     finish=_finisher(objective, base_margin, list(table.tree_outputs)), features=features)
 
 
-def _add_tree(table: TreeTable, tree: dict[str, Any], n_outputs: int, output: int,
-              design_index: np.ndarray) -> tuple[int, int]:
+def _add_tree(table: TreeTable, tree: dict[str, Any], design_index: np.ndarray) -> tuple[int, int]:
     if any(int(t) != 0 for t in tree.get("split_type", [])):
         raise UnsupportedModelError("XGBoost categorical splits are not exported.")
     left, right = tree["left_children"], tree["right_children"]
@@ -203,9 +203,7 @@ def _add_tree(table: TreeTable, tree: dict[str, Any], n_outputs: int, output: in
             order += [left[node], right[node]]
     for node in order:
         if left[node] == -1:
-            value = np.zeros(n_outputs)
-            value[output] = float(conditions[node])
-            ids[node] = table.add_node(value=value)
+            ids[node] = table.add_node(value=float(conditions[node]))
         else:
             ids[node] = table.add_node(
                 feature=int(design_index[int(tree["split_indices"][node])]),

@@ -397,16 +397,18 @@ def test_non_finite_prediction_is_refused(debt_export, debt_predictor) -> None:
 
 @pytest.mark.slow
 def test_onnx_conversion_keeps_subnormals_and_marks_refused_rows(debt_export, debt_predictor, tmp_path) -> None:
-    """tf2onnx has no Bitcast: its default (first) signature is ``onnx``, the graph without the flush guard."""
+    """tf2onnx has no Bitcast: it converts the ``onnx`` signature, the graph without the flush guard."""
     import onnx
     import onnxruntime
 
+    from kfp_tabular.components.export_savedmodel.graph import PORTABLE_SIGNATURE_KEY
     from kfp_tabular.components.export_savedmodel.signature import frame_to_inputs, read_signature
 
     _, savedmodel = debt_export("regression")
     onnx_path = tmp_path / "model.onnx"
-    subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(savedmodel), "--output",
-                    str(onnx_path), "--opset", "17"], check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(savedmodel), "--signature_def",
+                    PORTABLE_SIGNATURE_KEY, "--output", str(onnx_path), "--opset", "17"],
+                   check=True, capture_output=True, timeout=300)
     assert "Bitcast" not in {node.op_type for node in onnx.load(str(onnx_path)).graph.node}
     test = _debt_frame(150, 1, "regression").drop(columns=["label"])
     rows = pd.concat([_rows(test.iloc[[i]], column, [0.0, *TINY]) for i in range(2)
