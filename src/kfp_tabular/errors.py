@@ -43,3 +43,31 @@ class VersionConflictError(ModelError):
 
 class ConditionalWriteUnsupportedError(KfpTabularError):
     """The object store ignores conditional writes (``If-None-Match: *``), so a version cannot be claimed safely."""
+
+
+class VersionSkewError(ModelError):
+    """The SavedModel was written by a newer TensorFlow than the serving image runs (ops may be unknown there)."""
+
+
+class ClusterError(KfpTabularError):
+    """The Kubernetes API cannot be used: unreachable, the object is missing, or the step may not do this (RBAC)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status of the API answer, when there was one
+
+
+class RolloutFailed(KfpTabularError):
+    """A model version did not roll out, or failed its smoke test; the step rolled back (or says why not)."""
+
+
+class SmokeTestFailed(RolloutFailed):
+    """The rolled-out version does not answer as expected through the Service (status, schema or values)."""
+
+
+class RollbackFailed(RolloutFailed):
+    """Re-applying the previous revision's pod template did not bring the Deployment back to healthy."""
+
+
+class NoPreviousRevisionError(RolloutFailed):
+    """There is no previous revision to roll back to; nothing was changed or deleted."""
