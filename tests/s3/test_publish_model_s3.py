@@ -11,8 +11,6 @@ import hashlib
 import http.client
 import http.server
 import io
-import json
-import shutil
 import struct
 import threading
 import uuid
@@ -22,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from savedmodels import variant
 
 from kfp_tabular.components._shared import s3
 from kfp_tabular.errors import ConditionalWriteUnsupportedError, IntegrityError, VersionConflictError
@@ -32,21 +31,9 @@ from kfp_tabular.serving.repository import (
     resolve_version,
     version_manifest,
 )
-from kfp_tabular.serving.verify import MANIFEST_FILE, build_manifest, list_files, write_manifest
+from kfp_tabular.serving.verify import MANIFEST_FILE, build_manifest, list_files
 
 pytestmark = pytest.mark.s3
-
-SIGNATURE = "assets.extra/kfp_tabular_signature.json"
-
-
-def variant(tiny_savedmodel: Path, folder: Path, tag: str = "") -> Path:
-    shutil.copytree(tiny_savedmodel, folder)
-    if tag:
-        path = folder / SIGNATURE
-        path.write_text(path.read_text().replace('"tiny"', json.dumps(f"tiny-{tag}")))
-    write_manifest(folder)
-    return folder
-
 
 @pytest.fixture
 def model(tiny_savedmodel: Path, tmp_path: Path) -> Path:

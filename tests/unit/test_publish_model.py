@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from savedmodels import variant
 
 from kfp_tabular.components.publish_model.core import PublishConfig, build_lineage, publish
 from kfp_tabular.errors import ConfigError, IntegrityError, ModelError, VersionConflictError
@@ -28,20 +28,7 @@ from kfp_tabular.serving.verify import (
     build_manifest,
     list_files,
     verify_savedmodel,
-    write_manifest,
 )
-
-SIGNATURE = "assets.extra/kfp_tabular_signature.json"
-
-
-def variant(tiny_savedmodel: Path, folder: Path, tag: str = "") -> Path:
-    """A copy of the tiny SavedModel with the manifest the export writes; ``tag`` makes it another model."""
-    shutil.copytree(tiny_savedmodel, folder)
-    if tag:
-        path = folder / SIGNATURE
-        path.write_text(path.read_text().replace('"tiny"', json.dumps(f"tiny-{tag}")))
-    write_manifest(folder)
-    return folder
 
 
 @pytest.fixture
