@@ -86,6 +86,7 @@ class PodFailure:
     message: str
     log: str = ""
     events: list[str] = field(default_factory=list)
+    previous: bool = False  # the failing run is the container's previous instance (it was restarted since)
 
     def describe(self) -> str:
         """One line: reason, pod, container, message."""
@@ -276,14 +277,14 @@ def diagnose_pod(pod: Mapping[str, Any]) -> PodFailure | None:
             if previous and previous.get("exitCode") not in (0, None) and item.get("restartCount", 0) > 0:
                 return PodFailure("Init:Error" if init else "Error", name, item["name"],
                                   f"{kind} {item['name']} exited with code {previous['exitCode']} "
-                                  f"({previous.get('reason') or 'Error'}) and was restarted")
+                                  f"({previous.get('reason') or 'Error'}) and was restarted", previous="running" in state)
     return None
 
 
 def _tail(kube: Kube, namespace: str, failure: PodFailure, lines: int) -> str:
     if not failure.container:
         return ""
-    for previous in (False, True):
+    for previous in ((True, False) if failure.previous else (False, True)):
         try:
             text = kube.log(namespace, failure.pod, failure.container, lines, previous=previous)
         except ClusterError:

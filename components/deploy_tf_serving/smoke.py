@@ -197,7 +197,8 @@ class Comparison:
         both_nan = np.isnan(answer) & np.isnan(expected) if answer.dtype.kind == "f" else np.zeros_like(answer, bool)
         diff = np.where(both_nan, 0.0, np.abs(answer.astype(np.float64) - expected.astype(np.float64)))
         diff = np.where(np.isnan(diff), np.inf, diff)
-        scaled = diff / np.maximum(1.0, np.abs(expected.astype(np.float64)))
+        magnitude = np.abs(expected.astype(np.float64))
+        scaled = diff / np.maximum(1.0, np.where(np.isnan(magnitude), 1.0, magnitude))  # NaN must not hide a diff
         worst = float(diff.max()) if diff.size else 0.0
         self.max_abs_diff = max(self.max_abs_diff, worst)
         self.max_scaled_diff = max(self.max_scaled_diff, float(scaled.max()) if scaled.size else 0.0)

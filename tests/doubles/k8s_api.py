@@ -337,7 +337,7 @@ class KubeApiDouble:
         user = self.auth.user(headers.get("Authorization"))
         verb = VERBS.get(method, "")
         if method == "GET" and not name:
-            verb = "watch" if query.get("watch") in ("true", "1") else "list"
+            verb = "watch" if _bool(query.get("watch")) else "list"
         self.auth.check(user, verb, group, f"{resource}/{sub}" if sub else resource, namespace, name)
         if verb == "watch":
             raise ApiError(405, "MethodNotAllowed", "the Kubernetes API double does not implement watch; poll instead")
@@ -461,9 +461,14 @@ class KubeApiDouble:
             raise bad_request(f'invalid tailLines: "{tail}"')
         if self.log_reader is None:
             raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating')
-        text = self.log_reader(namespace, name, container, query.get("previous") in ("true", "1"),
+        text = self.log_reader(namespace, name, container, _bool(query.get("previous")),
                                None if tail is None else max(0, int(tail)))
         return 200, "text/plain", text.encode("utf-8")
+
+
+def _bool(value: str | None) -> bool:
+    """A boolean query parameter, as Go's ``strconv.ParseBool`` reads it (the Python client sends ``True``)."""
+    return value in ("1", "t", "T", "TRUE", "true", "True")
 
 
 def _decode(body: bytes) -> Any:
