@@ -67,6 +67,8 @@ class FeatureSpec:
         cast: For numeric features, the numpy dtype AutoGluon casts to (``float64``, ``float32``, ``int64``...).
         true_values: For boolean features, the input values that map to 1 (strings or floats).
         categories: For category features, the fitted categories in code order, as strings.
+        category_values: The same categories as AutoGluon holds them (``True``, ``3``, ``"red"``): what a
+            client's value must equal in AutoGluon, e.g. for the parity gate's rows.
         missing_is_category: For category features of ``object`` columns: missing text is looked up as ``""``.
         fill_code: Code that replaces a missing category (``CategoryFeatureGenerator(fillna="mode")``), else None.
     """
@@ -77,6 +79,7 @@ class FeatureSpec:
     cast: str = "float64"
     true_values: tuple[Any, ...] = ()
     categories: tuple[str, ...] = ()
+    category_values: tuple[Any, ...] = ()
     missing_is_category: bool = True
     fill_code: int | None = None
 
@@ -227,6 +230,7 @@ def _category_spec(name: str, gen: Any, input_dtype: str, missing_to_empty: bool
         CATEGORY,
         input_dtype,
         categories=tuple(str(c) for c in categories),
+        category_values=tuple(categories),
         missing_is_category=missing_to_empty,
         fill_code=fill_code,
     )

@@ -151,7 +151,9 @@ def adversarial_rows(frame: Any, plan: FeaturePlan, thresholds: dict[str, list[f
                       [*spec.true_values, 0.0, -1.0, math.nan])
         else:
             seen = [v for v in frame[item.column].dropna().unique().tolist() if str(v) not in spec.categories]
-            values = [*spec.categories, "", None, UNSEEN, *_spread(seen, 20)]
+            # The categories as AutoGluon holds them: a boolean column with missing values is a category column of
+            # Python bools, and the text "True" is an unseen value to AutoGluon (clients send JSON true).
+            values = [*(spec.category_values or spec.categories), "", None, UNSEEN, *_spread(seen, 20)]
         edits += [(item.column, value) for value in values]
     rows = []
     for index, (column, value) in enumerate(edits):

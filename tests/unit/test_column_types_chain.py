@@ -84,3 +84,19 @@ def test_timestamp_feature_exports(tmp_path: Path) -> None:
     expected = load_predictor(chain.model).predict_proba(test.drop(columns=["y"])).to_numpy()
     got = np.array([row["probabilities"] for row in answer["predictions"]])
     assert np.abs(got - expected).max() <= 1e-6
+
+
+def test_boolean_column_with_missing_values_exports_at_parity(tmp_path: Path) -> None:
+    # found by the property-based test: a boolean column with nulls is an object column of Python bools to
+    # AutoGluon; the gate sent it the strings "True"/"False", which AutoGluon compares unequal to the booleans
+    n = 200
+    rng = np.random.default_rng(4)
+    signal = rng.normal(size=n)
+    flag = [None if m else bool(v) for m, v in zip(rng.random(n) < 0.15, rng.random(n) < 0.4, strict=True)]
+    label = signal * 1000 + np.array([0 if f is None else 300 * f for f in flag]) + 5000
+    source = tmp_path / "flags.parquet"
+    pq.write_table(pa.table({"signal": signal, "flag": pa.array(flag, pa.bool_()), "label": label}), source)
+    chain = ingest_table(source, tmp_path / "run", label="label")
+    train_model(chain, "label", models={"LR": {}})
+    export_model(chain)
+    assert chain.export.metrics["parity_max_scaled_diff"] <= 1e-6
