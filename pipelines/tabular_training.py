@@ -7,6 +7,7 @@ the components, so the same components run unchanged through ``kfp.local``.
 from kfp import dsl, kubernetes
 
 from kfp_tabular.components._image import IMAGE
+from kfp_tabular.components.deploy_tf_serving.component import deploy_tf_serving
 from kfp_tabular.components.evaluate_model.component import evaluate_model
 from kfp_tabular.components.explain_shap.component import explain_shap
 from kfp_tabular.components.export_savedmodel.component import export_savedmodel
@@ -75,6 +76,8 @@ def tabular_training(
     refit_ensemble: bool = False,
     model_repository_uri: str = "",
     model_version: int = 0,
+    deploy: bool = False,
+    serving_namespace: str = "kfp-tabular",
     s3_secret_name: str = "kfp-tabular-s3",
 ):
     """Train, evaluate, explain and (when blessed) export an AutoGluon model for a table.
@@ -101,6 +104,10 @@ def tabular_training(
         model_repository_uri: Where to publish the blessed SavedModel as a numbered, checksummed version
             (``s3://bucket/models/<name>`` or a folder); empty: do not publish.
         model_version: Version to publish as; 0: the next free one.
+        deploy: Roll the published version out to the TF Serving Deployment of ``serving_namespace``, smoke-test it
+            and roll back on failure. Needs a cluster with manifests/ applied and the run's service account
+            bound to the ``kfp-tabular-deployer`` Role (``kfp-tabular submit --service-account``).
+        serving_namespace: Namespace of the TF Serving Deployment (manifests/).
         s3_secret_name: Kubernetes Secret with ``S3_ENDPOINT``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``
             and optionally ``S3_USE_HTTPS``, ``AWS_REGION``, ``AWS_DEFAULT_REGION``, ``AWS_SESSION_TOKEN``.
     """
@@ -173,3 +180,9 @@ def tabular_training(
             # The lineage records the image the steps ran with (a digest when compiled with --image).
             publish.set_env_variable("KFP_TABULAR_IMAGE", IMAGE)
             _resources(publish, "1", "2Gi")
+
+            with dsl.If(deploy == True, name="deploy-requested"):  # noqa: E712 (KFP condition DSL)
+                rollout = deploy_tf_serving(published_model=publish.outputs["published_model"],
+                                            namespace=serving_namespace)
+                _s3_credentials(rollout, s3_secret_name)  # reads the version's manifest from the repository
+                _resources(rollout, "1", "2Gi")

@@ -187,6 +187,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         run_name=args.run_name,
         experiment_name=args.experiment,
         namespace=args.namespace,
+        service_account=args.service_account,
     )
     print(f"Submitted run {run.run_id} in experiment {args.experiment!r}.")
     return 0
@@ -264,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="component image reference, ideally digest-pinned")
     p.add_argument("--output", type=Path, default=DEFAULT_YAML)
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter")
+    p.add_argument("--service-account", help="service account of the run's pods; kfp-tabular-deployer (manifests/) "
+                   "for a run with deploy=true")
     p.set_defaults(func=_cmd_submit)
 
     p = sub.add_parser(

@@ -63,7 +63,7 @@ def test_yaml_loads_back_as_a_reusable_component(compiled):
 
 def test_every_executor_runs_the_single_image_without_installing_packages(documents):
     executors = documents[0]["deploymentSpec"]["executors"]
-    assert len(executors) == 6
+    assert len(executors) == 7
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"] == IMAGE, name
@@ -125,6 +125,27 @@ def test_publish_runs_only_for_a_blessed_model_and_a_repository(documents):
     assert spec["root"]["inputDefinitions"]["parameters"]["model_repository_uri"]["defaultValue"] == ""
 
 
+def test_deploy_runs_only_when_asked_after_publish(documents):
+    spec = documents[0]
+    assert spec["root"]["inputDefinitions"]["parameters"]["deploy"]["defaultValue"] is False
+
+    def find(component: dict, task_name: str) -> list[str]:
+        """The trigger conditions on the way from ``component`` down to ``task_name``."""
+        for name, task in component.get("dag", {}).get("tasks", {}).items():
+            if name == task_name:
+                return []
+            child = spec["components"].get(task["componentRef"]["name"], {})
+            found = find(child, task_name)
+            if found is not None:
+                return [task.get("triggerPolicy", {}).get("condition", "")] + found
+        return None
+
+    conditions = [c for c in find(spec["root"], "deploy-tf-serving") if c]
+    assert len(conditions) == 3
+    assert "evaluate-model-Output" in conditions[0] and "model_repository_uri" in conditions[1]
+    assert "deploy" in conditions[2]
+
+
 def s3_variables_read() -> set[str]:
     """Every environment variable ``components/_shared/s3.py`` reads, found in its source."""
     from kfp_tabular.components._shared import s3
@@ -143,7 +164,7 @@ def _secret_env(documents) -> dict[str, list]:
             for name, config in executors.items()}
 
 
-@pytest.mark.parametrize("executor", ["exec-ingest-data", "exec-publish-model"])
+@pytest.mark.parametrize("executor", ["exec-ingest-data", "exec-publish-model", "exec-deploy-tf-serving"])
 def test_s3_credentials_come_only_from_a_kubernetes_secret(documents, executor):
     secrets = _secret_env(documents)[executor]
     assert secrets
