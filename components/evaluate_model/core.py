@@ -169,7 +169,9 @@ def evaluate(model_dir: Path, test_path: Path, config: EvaluateConfig, report_pa
         positive_class = predictor.positive_class if problem_type == "binary" else None
         proba = None
         if classes is not None:
-            proba = predictor.predict_proba(features, as_multiclass=True)[classes].to_numpy()
+            table = predictor.predict_proba(features, as_multiclass=True)
+            # By position: a list of boolean classes ([False, True]) would index the frame as a row mask.
+            proba = table.iloc[:, table.columns.get_indexer(classes)].to_numpy()
         metrics = compute_metrics(y_true, y_pred, proba, problem_type, classes, positive_class)
         roc = None
         if positive_class is not None:

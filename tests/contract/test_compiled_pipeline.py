@@ -137,7 +137,7 @@ def test_deploy_runs_only_when_asked_after_publish(documents):
             child = spec["components"].get(task["componentRef"]["name"], {})
             found = find(child, task_name)
             if found is not None:
-                return [task.get("triggerPolicy", {}).get("condition", "")] + found
+                return [task.get("triggerPolicy", {}).get("condition", ""), *found]
         return None
 
     conditions = [c for c in find(spec["root"], "deploy-tf-serving") if c]

@@ -100,3 +100,18 @@ def test_boolean_column_with_missing_values_exports_at_parity(tmp_path: Path) ->
     train_model(chain, "label", models={"LR": {}})
     export_model(chain)
     assert chain.export.metrics["parity_max_scaled_diff"] <= 1e-6
+
+
+def test_boolean_label_evaluates_and_exports(tmp_path: Path) -> None:
+    # found by the property-based test: classes [False, True] indexed the probability frame as a row mask
+    n = 200
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=n)
+    source = tmp_path / "bool_label.parquet"
+    pq.write_table(pa.table({"x": x, "y": (x + rng.normal(scale=0.3, size=n)) > 0}), source)
+    chain = ingest_table(source, tmp_path / "run", label="y")
+    train_model(chain, "y")
+    evaluate_model(chain)
+    assert chain.evaluation.metrics["accuracy"] > 0.8
+    export_model(chain)
+    assert chain.export.metrics["label_agreement"] == 1.0
