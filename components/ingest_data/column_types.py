@@ -189,8 +189,10 @@ class ColumnInspector:
     Build it from the source's schema, call :meth:`observe` on every piece in order, then :meth:`plan`.
     """
 
-    def __init__(self, schema: pa.Schema, label: str, drop: tuple[str, ...], display: str) -> None:
+    def __init__(self, schema: pa.Schema, label: str, drop: tuple[str, ...], display: str,
+                 csv_lines: bool = False) -> None:
         self.display = display
+        self.csv_lines = csv_lines  # data row n is line n + 1 of a CSV (one header line, no value across lines)
         self.label = label
         unknown = [name for name in drop if name not in schema.names]
         if unknown:
@@ -306,6 +308,8 @@ class ColumnInspector:
         for name, s in failing.items():
             kind = "numbers" if s.kind == NUMERIC else "dates"
             rows = ", ".join(str(r) for r in s.first_rows) + (" …" if s.count > len(s.first_rows) else "")
+            if self.csv_lines:
+                rows += "; CSV line(s) " + ", ".join(str(r + 1) for r in s.first_rows)
             quoted = ", ".join(repr(v) for v in s.examples)
             parts.append(
                 f"column `{name}` holds {kind} in {s.values - s.count} of {s.values} rows but {s.count} value(s) "

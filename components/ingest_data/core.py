@@ -276,7 +276,7 @@ def _scan_once(reader: TableReader, config: IngestConfig, spill: Path) -> _Scan:
     display = reader.source.display
     label = config.label
     _check_columns(schema, label, display, len(config.drop_columns))
-    inspector = ColumnInspector(schema, label, config.drop_columns, display)
+    inspector = ColumnInspector(schema, label, config.drop_columns, display, csv_lines=reader.fmt.kind == "csv")
     labels: list[pa.Array] = []
     rows = 0
     pieces = _Pieces(schema, None if opened.whole else spill)

@@ -154,7 +154,8 @@ def test_one_string_in_a_numeric_column_is_reported_with_its_row(tmp_path: Path)
         run(source, out, label="y")
     message = str(caught.value)
     assert "`amount` holds numbers in 2999 of 3000 rows but 1 value(s) that are not numbers" in message
-    assert "'n/a?'" in message and "data row(s) 2700" in message
+    assert "'n/a?'" in message and "data row(s) 2700; CSV line(s) 2701" in message
+    assert Path(str(source)).read_text().splitlines()[2700].startswith("n/a?")  # line 2701 of the file
     assert "bad_values='missing'" in message and "bad_values='text'" in message and "--bad-values" in message
     assert not out.exists() or not any(out.iterdir())
 
