@@ -33,6 +33,7 @@ from typing import Any
 
 from kfp_tabular.components._shared.files import all_or_nothing, remove_path, write_text_atomic
 from kfp_tabular.errors import (
+    ClusterError,
     ConfigError,
     IntegrityError,
     NoPreviousRevisionError,
@@ -57,6 +58,7 @@ from .rollout import (
     revision,
     rollback,
     rollout_patch,
+    same_template,
     serving_replicaset,
     watch,
 )
@@ -300,8 +302,7 @@ def _deploy(model: PublishedModel, config: DeployConfig, target: Target, kube: K
         if previous is not None:
             timeline.add(f"serving before: ReplicaSet {previous['metadata']['name']} (revision {revision(previous)}, "
                          f"model version {model_of(previous['spec']['template'], target)['version'] or 'unknown'})")
-        patched = kube.patch_deployment(target.namespace, target.deployment,
-                                        rollout_patch(current, target, model.uri, model.version, model.root_digest))
+        patched = _patch_on_current(kube, target, current, model)
         generation = int(patched["metadata"]["generation"])
         timeline.add(f"patched {target.namespace}/{target.deployment} (generation {generation}): MODEL_URI={model.uri}, "
                      f"version {model.version}, digest {model.root_digest[:12]}...")
@@ -319,6 +320,25 @@ def _deploy(model: PublishedModel, config: DeployConfig, target: Target, kube: K
         _roll_back(kube, config, target, model, data, previous, f"smoke test failed: {failure_message(smoke)}", None)
     data.outcome = (f"Version {model.version} is serving: rolled out in {result.seconds:.1f} s, smoke test passed")
     return _finish("deployed", config, model, data, smoke, result.seconds, deployment_path, report_path)
+
+
+def _patch_on_current(kube: Kube, target: Target, read: Mapping[str, Any], model: PublishedModel,
+                      attempts: int = 5) -> dict[str, Any]:
+    """PATCH the rollout; on 409 (a newer resourceVersion) read again and retry while the template is unchanged."""
+    current = read
+    for attempt in range(attempts):
+        try:
+            return kube.patch_deployment(target.namespace, target.deployment,
+                                         rollout_patch(current, target, model.uri, model.version, model.root_digest))
+        except ClusterError as error:
+            if error.status != 409 or attempt == attempts - 1:
+                raise
+        current = kube.deployment(target.namespace, target.deployment)
+        if not same_template(current["spec"]["template"], read["spec"]["template"]):
+            raise ClusterError(f"the pod template of {target.namespace}/{target.deployment} changed while this step "
+                               "was deciding what to do (another deploy or a kubectl edit?); nothing was patched. "
+                               "Run the step again")
+    raise AssertionError("unreachable")
 
 
 def _smoke(config: DeployConfig, model: PublishedModel, golden: Golden) -> SmokeResult:

@@ -3,7 +3,9 @@
 **Roll out.** A strategic merge patch (what ``kubectl set env`` sends) sets ``MODEL_URI`` of the
 ``fetch-model`` init container and the pod-template annotations ``kfp-tabular.dev/model-version`` and
 ``kfp-tabular.dev/model-digest``; it carries the Deployment's ``metadata.resourceVersion``, so a concurrent
-change makes it fail with 409 instead of being overwritten.
+change makes it fail with 409 instead of being overwritten. The controller's status writes also bump the
+resourceVersion, so a 409 is retried after reading the Deployment again, as long as its pod template is still
+the one the decision was made on (client-go's ``RetryOnConflict``).
 
 **Watch** (the checks of ``kubectl rollout status``, plus the pods): once ``status.observedGeneration`` reaches the
 patch's generation, the rollout is complete when ``updatedReplicas == replicas == availableReplicas ==
@@ -19,7 +21,8 @@ container, with its last log lines and the pod's warning events.
 of the revision to go back to, copy its pod template without the ``pod-template-hash`` label, keep the
 Deployment's own ``deployment.kubernetes.io/*`` annotations and ``last-applied-configuration`` and take the
 ReplicaSet's other annotations, and send a JSON patch replacing ``/spec/template`` and
-``/metadata/annotations`` (with a ``test`` of the ``resourceVersion`` first). If the template already matches,
+``/metadata/annotations`` (with a ``test`` that the template is still the one read: a concurrent change of it
+makes the patch fail with 422 instead of being overwritten). If the template already matches,
 nothing is sent ("skipped rollback"), so rolling back twice is the same as once. Without a previous revision it
 raises :class:`~kfp_tabular.errors.NoPreviousRevisionError` and changes nothing.
 """
@@ -475,8 +478,10 @@ def rollback(kube: Kube, namespace: str, name: str, *, to_revision: int = 0,
     annotations = {k: current[k] for k in ANNOTATIONS_TO_SKIP if k in current}
     annotations.update({k: v for k, v in (target["metadata"].get("annotations") or {}).items()
                         if k not in ANNOTATIONS_TO_SKIP})
+    # The test guards against another change of the template since it was read; status writes of the
+    # controller (which also bump resourceVersion) do not matter here.
     patched = kube.patch_deployment(namespace, name, [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": deployment["metadata"]["resourceVersion"]},
+        {"op": "test", "path": "/spec/template", "value": deployment["spec"]["template"]},
         {"op": "replace", "path": "/spec/template", "value": template},
         {"op": "replace" if "annotations" in deployment["metadata"] else "add", "path": "/metadata/annotations",
          "value": annotations},

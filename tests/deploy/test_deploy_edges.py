@@ -143,11 +143,12 @@ def test_rollback_is_kubectl_rollout_undo_idempotent_and_refuses_without_history
                      10, "the Deployment to carry revision 4")
     reused = cluster.store.get("apps", "replicasets", "undo", by_revision["2"])
     assert reused["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"] == "2"
-    time.sleep(0.5)
-    settled = stack.deployment()["metadata"]["resourceVersion"]
+    settled, since_first = stack.deployment(), len(cluster.api.requests)
     again = rollback(kube, "undo", "tf-serving", to_replicaset=by_revision["2"])  # D6: twice = once
     assert not again.applied and "skipped rollback" in again.message
-    assert stack.deployment()["metadata"]["resourceVersion"] == settled
+    assert not requests_of(stack, since_first, "PATCH")
+    assert stack.deployment()["spec"] == settled["spec"]
+    assert stack.deployment()["metadata"]["generation"] == settled["metadata"]["generation"]
     with pytest.raises(NoPreviousRevisionError, match="has no revision 99"):
         rollback(kube, "undo", "tf-serving", to_revision=99)
     assert not requests_of(stack, since, "DELETE") and only["metadata"]["uid"] == after["metadata"]["uid"]

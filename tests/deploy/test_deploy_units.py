@@ -206,3 +206,50 @@ def test_configuration_and_metadata_are_checked() -> None:
         PublishedModel.from_metadata({"uri": "s3://b/models/tabular/3", "version": 4, "root_digest": "d"})
     with pytest.raises(ConfigError, match="lacks"):
         PublishedModel.from_metadata({"uri": "s3://b/models/tabular/3"})
+
+
+def test_the_component_compiles_with_its_inputs_and_outputs(tmp_path) -> None:
+    import yaml
+    from kfp import compiler
+
+    from kfp_tabular.components.deploy_tf_serving.component import deploy_tf_serving
+
+    compiler.Compiler().compile(deploy_tf_serving, str(tmp_path / "deploy.yaml"))
+    spec = yaml.safe_load((tmp_path / "deploy.yaml").read_text())["components"]["comp-deploy-tf-serving"]
+    assert set(spec["inputDefinitions"]["artifacts"]) == {"published_model", "golden_requests"}
+    assert spec["inputDefinitions"]["artifacts"]["golden_requests"].get("isOptional")
+    assert set(spec["outputDefinitions"]["artifacts"]) == {"deployment", "report", "metrics"}
+    assert spec["inputDefinitions"]["parameters"]["namespace"]["defaultValue"] == "kfp-tabular"
+
+
+def test_a_conflict_is_retried_only_while_the_template_is_unchanged() -> None:
+    from kfp_tabular.components.deploy_tf_serving.core import _patch_on_current
+    from kfp_tabular.errors import ClusterError
+
+    template = {"metadata": {}, "spec": {
+        "initContainers": [{"name": "fetch-model", "env": [{"name": "MODEL_URI", "value": "s3://b/m/1"}]}],
+        "containers": [{"name": "tf-serving", "image": "tensorflow/serving:2.21.0"}]}}
+
+    class Api:  # stands in for our own Kube wrapper: the first PATCH meets a status write of the controller
+        def __init__(self, changed_template: bool) -> None:
+            self.versions, self.changed, self.sent = iter(["2", "3"]), changed_template, []
+
+        def patch_deployment(self, namespace, name, body):
+            self.sent.append(body["metadata"]["resourceVersion"])
+            if len(self.sent) == 1:
+                raise ClusterError("conflict", status=409)
+            return {"metadata": {"generation": 2}}
+
+        def deployment(self, namespace, name):
+            changed = json.loads(json.dumps(template))
+            if self.changed:
+                changed["spec"]["containers"][0]["image"] = "tensorflow/serving:2.22.0"
+            return {"metadata": {"resourceVersion": next(self.versions)}, "spec": {"template": changed}}
+
+    model = PublishedModel("s3://b/m/2", 2, "d", "s3://b/m", "2.21.0")
+    read = {"metadata": {"resourceVersion": "1"}, "spec": {"template": template}}
+    api = Api(changed_template=False)
+    assert _patch_on_current(api, Target("ns", "tf-serving"), read, model)["metadata"]["generation"] == 2
+    assert api.sent == ["1", "2"]
+    with pytest.raises(ClusterError, match="changed while this step"):
+        _patch_on_current(Api(changed_template=True), Target("ns", "tf-serving"), read, model)

@@ -200,3 +200,18 @@ def test_patch_and_selector_mechanics() -> None:
     assert match({"app": "x", "tier": "api", "env": "dev"})
     assert not match({"app": "x", "tier": "api", "canary": "1"})
     assert not match({"app": "x", "tier": "db"})
+
+
+def test_the_step_client_connects_by_host_and_token_file_and_names_rbac_fixes(api, cluster, tmp_path) -> None:
+    from kfp_tabular.components.deploy_tf_serving.kube import KubeAccess, connect
+    from kfp_tabular.errors import ClusterError
+
+    token = tmp_path / "token"
+    token.write_text(cluster.token_for(NS, "reader") + "\n")
+    kube = connect(KubeAccess(host=cluster.api.url, token_file=str(token)))
+    assert kube.deployment(NS, "tf-serving")["metadata"]["name"] == "tf-serving"
+    with pytest.raises(ClusterError, match="kfp-tabular-deployer Role") as forbidden:
+        kube.replicasets(NS, "app=x")
+    assert forbidden.value.status == 403
+    with pytest.raises(ClusterError, match="cannot reach the Kubernetes API"):
+        connect(KubeAccess(host="http://127.0.0.1:9", connect_timeout_s=1)).deployment(NS, "tf-serving")

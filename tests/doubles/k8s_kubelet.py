@@ -500,6 +500,7 @@ class PodWorker(threading.Thread):
             if prober is not None:
                 prober.step()
             if self.stopping.wait(0.1):
+                self._terminate(instance)
                 break
         code = instance.process.wait()
         code = 128 - code if code < 0 else code  # killed by a signal: 128 + signal, as container runtimes report
@@ -567,6 +568,15 @@ class PodWorker(threading.Thread):
                 self.event("Normal", "Killing", f"Stopping container {container.name}")
         self.grace_s = grace_s
         self.stopping.set()
+
+    def _terminate(self, instance: Instance) -> None:
+        """SIGTERM, then SIGKILL once the pod's grace period is over (the kubelet's killContainer)."""
+        assert instance.process is not None
+        _kill(instance.process, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            instance.process.wait(getattr(self, "grace_s", 0.0))
+        if instance.process.poll() is None:
+            _kill(instance.process, signal.SIGKILL)
 
     def _terminate_all(self) -> None:
         grace = getattr(self, "grace_s", 0.0)
