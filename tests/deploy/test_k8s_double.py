@@ -215,3 +215,22 @@ def test_the_step_client_connects_by_host_and_token_file_and_names_rbac_fixes(ap
     assert forbidden.value.status == 403
     with pytest.raises(ClusterError, match="cannot reach the Kubernetes API"):
         connect(KubeAccess(host="http://127.0.0.1:9", connect_timeout_s=1)).deployment(NS, "tf-serving")
+
+
+def test_the_control_endpoints_inject_faults_and_name_service_ports(api, cluster) -> None:
+    cluster.apply([{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc"},
+                    "spec": {"selector": SELECTOR, "ports": [{"name": "http", "port": 8501, "targetPort": "http"}]}}],
+                  NS)
+
+    def call(method: str, path: str, body: dict | None = None) -> dict:
+        request = urllib.request.Request(f"{cluster.api.url}{path}", json.dumps(body).encode() if body else None,
+                                         {"Content-Type": "application/json"}, method=method)
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.load(answer)
+
+    added = call("POST", "/_double/faults", {"fault": "oom", "match": {"kfp-tabular.dev/model-version": "7"}})
+    assert {"fault": "oom", "match": {"kfp-tabular.dev/model-version": "7"}} in added["faults"]
+    assert cluster.faults.of({"metadata": {"annotations": {"kfp-tabular.dev/model-version": "7"}}}) == {"oom"}
+    assert call("DELETE", "/_double/faults") == {"faults": []}
+    ports = call("GET", f"/_double/services/{NS}/svc")
+    assert ports["http"].startswith("127.0.0.1:")
