@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from seaweedfs import s3_server  # noqa: F401  (the session's one S3 server, for every folder of tests)
 
 REPO = Path(__file__).resolve().parents[1]
 PENGUINS_CSV = REPO / "src" / "kfp_tabular" / "data" / "penguins.csv"
@@ -56,21 +57,21 @@ def tiny_savedmodel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         SignatureInfo,
     )
 
-    class Tiny(tf.Module):
-        def __init__(self) -> None:
-            super().__init__(name="tiny")
-            self.weight = tf.Variable(2.0, dtype=tf.float64)
+    # A plain tf.Module with attributes, no subclass: TensorFlow's autograph has been seen converting a
+    # subclass's __init__ (zero-argument super() then fails) when other tests ran before in the same process.
+    module = tf.Module(name="tiny")
+    module.weight = tf.Variable(2.0, dtype=tf.float64)
 
-        @tf.function(input_signature=[
-            tf.TensorSpec([None], tf.float64, name="bill_length_mm"),
-            tf.TensorSpec([None], tf.string, name="island"),
-        ])
-        def serve(self, bill_length_mm, island):
-            return {"prediction": tf.cast(self.weight * bill_length_mm + 1.0, tf.float32)}
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.float64, name="bill_length_mm"),
+        tf.TensorSpec([None], tf.string, name="island"),
+    ])
+    def serve(bill_length_mm, island):
+        return {"prediction": tf.cast(module.weight * bill_length_mm + 1.0, tf.float32)}
 
+    module.serve = serve
     folder = tmp_path_factory.mktemp("tiny") / "savedmodel"
-    module = Tiny()
-    tf.saved_model.save(module, str(folder), signatures={SIGNATURE_KEY: module.serve.get_concrete_function()})
+    tf.saved_model.save(module, str(folder), signatures={SIGNATURE_KEY: serve.get_concrete_function()})
     signature = SignatureInfo(
         inputs=(
             InputColumn("bill_length_mm", "bill_length_mm", "float64", "float"),

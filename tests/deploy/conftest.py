@@ -1,6 +1,6 @@
 """End-to-end deploy tests: the real SeaweedFS S3 server, the Kubernetes cluster TEST DOUBLE and real processes.
 
-- ``s3_server`` is the session fixture of ``tests/s3/conftest.py`` (imported from that file).
+- ``s3_server`` is the session's SeaweedFS server (``tests/seaweedfs.py``, registered in ``tests/conftest.py``).
 - ``tiny_models`` are real SavedModels shaped like exports (signature file, TF Serving warmup rows): a regression
   (``2 * bill_length_mm + 1``, one output) and a binary classifier (``probabilities`` and ``label``), so the
   smoke test sees both REST answer shapes; ``variant`` makes a model with another root digest.
@@ -14,20 +14,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_stack import BUCKET, REPO, save_tiny
-
-_spec = importlib.util.spec_from_file_location("kfp_tabular_tests_s3_conftest", REPO / "tests" / "s3" / "conftest.py")
-_s3 = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
-sys.modules[_spec.name] = _s3  # dataclasses look their module up there
-_spec.loader.exec_module(_s3)  # type: ignore[union-attr]
-s3_server = _s3.s3_server
+from deploy_stack import BUCKET, save_tiny
 
 
 @pytest.fixture(scope="session")
