@@ -19,7 +19,10 @@ demo: $(STAMP)
 
 ## test: set up, lint, then run every test (unit, S3, contract, manifests, local pipeline, notebooks)
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q --timeout=900
+	$(BIN)/python -m pytest -q --timeout=900 --ignore=tests/deploy
+	# The deploy suite (cluster double, real processes) runs in a process of its own: after it, TensorFlow in the
+	# same process failed to build the tiny test SavedModel (autograph state; cause still open).
+	$(BIN)/python -m pytest -q --timeout=900 tests/deploy
 
 ## test-fast: everything except the slow AutoGluon fits and whole-pipeline runs
 test-fast: $(STAMP)

@@ -57,12 +57,12 @@ def tiny_savedmodel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         SignatureInfo,
     )
 
-    # A plain tf.Module with attributes, no subclass: TensorFlow's autograph has been seen converting a
-    # subclass's __init__ (zero-argument super() then fails) when other tests ran before in the same process.
+    # No autograph (nothing here needs it): in a long test session its conversion cache once handed this function
+    # the converted code of an unrelated __init__ ("tf____init__() takes 1 positional argument but 3 were given").
     module = tf.Module(name="tiny")
     module.weight = tf.Variable(2.0, dtype=tf.float64)
 
-    @tf.function(input_signature=[
+    @tf.function(autograph=False, input_signature=[
         tf.TensorSpec([None], tf.float64, name="bill_length_mm"),
         tf.TensorSpec([None], tf.string, name="island"),
     ])

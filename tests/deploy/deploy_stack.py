@@ -51,7 +51,7 @@ def save_tiny(folder: Path, weight: float, classifier: bool) -> Path:
             super().__init__(name="tiny")
             self.weight = tf.Variable(weight, dtype=tf.float64)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float64, name="bill_length_mm"),
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.float64, name="bill_length_mm"),
                                       tf.TensorSpec([None], tf.string, name="island")])
         def serve(self, bill_length_mm, island):
             value = self.weight * bill_length_mm + 1.0

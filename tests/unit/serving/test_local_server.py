@@ -76,7 +76,7 @@ def save_v2(folder: Path) -> Path:
             super().__init__()
             self.weight = tf.Variable(3.0, dtype=tf.float64)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float64, name="bill_length_mm"),
+        @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.float64, name="bill_length_mm"),
                                       tf.TensorSpec([None], tf.string, name="island")])
         def serve(self, bill_length_mm, island):
             return {"prediction": tf.cast(self.weight * bill_length_mm, tf.float32),
