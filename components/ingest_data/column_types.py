@@ -137,30 +137,21 @@ def _to_seconds(values: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def _parse_dates(values: pa.Array) -> pa.Array:
     """Text -> seconds since the epoch (UTC; naive text counts as UTC), null where a value is not a date."""
+    import warnings
+
     import pandas as pd
 
-    encoded = pc.dictionary_encode(values).combine_chunks() if isinstance(values, pa.ChunkedArray) else (
-        pc.dictionary_encode(values))
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    encoded = pc.dictionary_encode(values)
     uniques = encoded.dictionary.to_pandas()
-    with _quiet_dateutil():
+    with warnings.catch_warnings():
+        # pandas warns once per call when it falls back to dateutil; the decision is reported, not warned about
+        warnings.simplefilter("ignore", UserWarning)
         parsed = pd.to_datetime(uniques, errors="coerce", format="mixed", utc=True)
     seconds = (parsed.astype("int64") / 1e9).where(parsed.notna())
     table = pa.array(seconds.to_numpy(dtype=np.float64), from_pandas=True)
     return table.take(encoded.indices)
-
-
-class _quiet_dateutil:
-    """pandas warns once per call when it falls back to dateutil; the decision is reported, not warned."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._catch = warnings.catch_warnings()
-        self._catch.__enter__()
-        warnings.simplefilter("ignore", UserWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._catch.__exit__(*exc)
 
 
 def _looks_like_dates(sample: pa.Array) -> float:

@@ -79,13 +79,14 @@ def _reproduction(column: pa.ChunkedArray, label: LabelSummary, sample: pa.Table
         return None
     encoded = pc.dictionary_encode(column).combine_chunks()
     x = pc.fill_null(encoded.indices, len(encoded.dictionary)).to_numpy(zero_copy_only=False).astype(np.int64)[keep]
-    distinct = len(np.unique(x))
+    values = np.unique(x)
+    distinct = len(values)
     classes = len(label.classes)
     if distinct > max(2 * classes, 20) or 2 * distinct > rows:
         return None  # too many values: a majority vote per value would fit any label
     pairs, counts = np.unique(x * (int(y.max()) + 1) + y[keep], return_counts=True)
     best = np.zeros(distinct, dtype=np.int64)
-    np.maximum.at(best, np.searchsorted(np.unique(x), pairs // (int(y.max()) + 1)), counts)
+    np.maximum.at(best, np.searchsorted(values, pairs // (int(y.max()) + 1)), counts)
     share = best.sum() / rows
     return f"its value gives the class of {100 * share:.1f}% of rows" if share >= REPRODUCES else None
 
