@@ -183,6 +183,16 @@ def make_stack(cluster: Any, tmp: Path, namespace: str, s3_settings: dict[str, s
     kubeconfig = cluster.kubeconfig(token, f"deployer-{namespace}", namespace)
     folder = tmp / namespace
     folder.mkdir(parents=True, exist_ok=True)
-    return Stack(cluster, namespace, repository, kubeconfig, folder, golden)
+    stack = Stack(cluster, namespace, repository, kubeconfig, folder, golden)
+    # The controller reconciles asynchronously: a patch sent before it has seen the applied Deployment would be
+    # folded into revision 1 (as on a real cluster), so hand the stack over only once revision 1 exists.
+    cluster.wait_for(lambda: _observed(stack.deployment()) and stack.replicasets(), 30,
+                     f"the first ReplicaSet in {namespace}")
+    return stack
+
+
+def _observed(deployment: dict[str, Any]) -> bool:
+    status = deployment.get("status") or {}
+    return status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 1)
 
 
