@@ -1,0 +1,103 @@
+"""StepConsole around a real kfp.local run of a two-step pipeline: progress lines, the log file, the step's error."""
+
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kfp import dsl, local
+
+from kfp_tabular.console import ANSI, StepConsole, last_error, progress_line
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def chatty_step(rows: int) -> int:
+    for i in range(rows):
+        print(f"executor chatter line {i}")
+    return rows
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def failing_step(rows: int):
+    from kfp_tabular.errors import DataValidationError
+
+    raise DataValidationError(f"toy.csv: only {rows} rows; pass min_rows={rows} to accept it.")
+
+
+@dsl.pipeline(name="console-toy")
+def toy_pipeline(rows: int = 3, fail: bool = True):
+    first = chatty_step(rows=rows)
+    with dsl.If(fail == True):  # noqa: E712 (KFP condition DSL)
+        failing_step(rows=first.output)
+
+
+def _run(tmp_path: Path, fail: bool) -> tuple:
+    terminal = io.StringIO()  # not a terminal: no colour, no in-place updates
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "runs"),
+               raise_on_error=True)
+    raised = None
+    with StepConsole(tmp_path / "logs" / "run.log", terminal) as console:
+        try:
+            toy_pipeline(rows=3, fail=fail)
+        except RuntimeError as exc:
+            raised = exc
+    return terminal.getvalue(), console, raised
+
+
+@pytest.fixture(scope="module")
+def failed_run(tmp_path_factory) -> tuple:
+    folder = tmp_path_factory.mktemp("console")
+    return (*_run(folder, fail=True), folder)
+
+
+def test_terminal_shows_one_line_per_step_and_no_executor_logs(failed_run):
+    terminal, _, raised, _ = failed_run
+    assert raised is not None
+    lines = terminal.splitlines()
+    assert [line.split()[:2] for line in lines] == [["chatty-step", "done"], ["failing-step", "FAILED"]]
+    assert all(line.rstrip().endswith(" s") for line in lines)
+    assert "chatter" not in terminal and "Traceback" not in terminal
+    assert not ANSI.search(terminal)
+
+
+def test_the_log_file_keeps_everything_without_colour_codes(failed_run):
+    _, console, _, folder = failed_run
+    log = (folder / "logs" / "run.log").read_text()
+    assert "executor chatter line 2" in log
+    assert "Traceback (most recent call last):" in log
+    assert "Executing task 'failing-step'" in log
+    assert not ANSI.search(log)
+    assert console.log_path == folder / "logs" / "run.log"
+
+
+def test_failure_is_the_steps_own_typed_error(failed_run):
+    _, console, _, _ = failed_run
+    failure = console.failure()
+    assert failure is not None and failure.step == "failing-step"
+    assert failure.error == "DataValidationError: toy.csv: only 3 rows; pass min_rows=3 to accept it."
+
+
+def test_a_successful_run_has_no_failure(tmp_path):
+    terminal, console, raised, = _run(tmp_path, fail=False)
+    assert raised is None and console.failure() is None
+    assert [line.split()[:2] for line in terminal.splitlines()] == [["chatty-step", "done"]]
+
+
+def test_last_error_reads_a_real_chained_traceback_with_a_multi_line_message():
+    code = (
+        "from kfp_tabular.errors import ModelError\n"
+        "try:\n    1 / 0\nexcept ZeroDivisionError as exc:\n"
+        "    raise ModelError('first line\\nsecond line') from exc\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    lines = ["noise before", *result.stderr.splitlines(), ""]
+    assert last_error(lines) == "ModelError: first line\nsecond line"
+    assert last_error(["no traceback here"]) is None
+
+
+def test_progress_line_aligns_name_state_and_seconds():
+    assert progress_line("ingest-data", "done", 3.4) == "  ingest-data        done         3 s"
+    assert progress_line("train-autogluon", "running", 61.0) == "  train-autogluon    running     61 s"
