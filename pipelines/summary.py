@@ -1,7 +1,12 @@
-"""A short terminal summary of a local run: data, leaderboard, test metrics, blessing, export, explanation."""
+"""A short terminal summary of a local run: data, leaderboard, test metrics, blessing, export, explanation.
+
+The artifacts are Markdown (the dashboard renders it); the terminal gets plain text: no ``**`` or backticks,
+and tables as aligned columns.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from kfp_tabular.pipelines.local_run import LocalRun, TaskOutputs, step_wall_times
@@ -14,12 +19,48 @@ def _first_lines(path: Path, count: int) -> list[str]:
     return lines[:count]
 
 
+_EMPHASIS = re.compile(r"\*\*(.+?)\*\*|`([^`]*)`")
+
+
+def plain_text(line: str) -> str:
+    """One line of Markdown without its inline syntax: ``**bold**`` and ```code``` become their text."""
+    return _EMPHASIS.sub(lambda match: match.group(1) if match.group(1) is not None else match.group(2), line)
+
+
+def _cells(row: str) -> list[str]:
+    inner = row.strip().removeprefix("|").removesuffix("|")
+    return [plain_text(cell.strip().replace("\\|", "|")) for cell in re.split(r"(?<!\\)\|", inner)]
+
+
+def plain_table(rows: list[str]) -> list[str]:
+    """A Markdown pipe table as aligned columns: text left-aligned, numbers right-aligned, no separator row."""
+    table = [_cells(row) for row in rows if not re.fullmatch(r"\|?(\s*:?-+:?\s*\|)+\s*:?-*:?\s*", row.strip())]
+    if not table:
+        return []
+    width = max(len(row) for row in table)
+    table = [row + [""] * (width - len(row)) for row in table]
+    widths = [max(len(row[k]) for row in table) for k in range(width)]
+    numeric = [all(_is_number(row[k]) for row in table[1:]) and len(table) > 1 for k in range(width)]
+    return [
+        "  ".join(cell.rjust(widths[k]) if numeric[k] else cell.ljust(widths[k]) for k, cell in enumerate(row)).rstrip()
+        for row in table
+    ]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return text == ""
+    return True
+
+
 def _leaderboard_top(path: Path, rows: int = 3) -> list[str]:
-    """The best-model line and the first rows of the leaderboard table."""
+    """The best-model line and the first rows of the leaderboard, as plain text."""
     lines = _first_lines(path, 10_000)
-    best = [line for line in lines if line.startswith("**Best model")]
+    best = [plain_text(line) for line in lines if line.startswith("**Best model")]
     table = [line for line in lines if line.startswith("|")]
-    return best + table[: 2 + rows]
+    return best + plain_table(table[: 2 + rows])
 
 
 def _metrics_line(task: TaskOutputs, output: str, names: list[str] | None = None) -> str:
@@ -34,7 +75,7 @@ def summarize(run: LocalRun) -> str:
     out = [f"Run folder: {run.folder}"]
     if "ingest-data" in tasks:
         headline = _first_lines(tasks["ingest-data"].path("profile"), 2)
-        out += ["", "DATA", *(f"  {line.lstrip('# ')}" for line in headline)]
+        out += ["", "DATA", *(f"  {plain_text(line.lstrip('#- '))}" for line in headline)]
     if "train-autogluon" in tasks:
         out += ["", "LEADERBOARD (top 3)"]
         out += [f"  {line}" for line in _leaderboard_top(tasks["train-autogluon"].path("leaderboard"))]
@@ -51,7 +92,7 @@ def summarize(run: LocalRun) -> str:
     if "explain-shap" in tasks:
         out += ["", "EXPLANATION"]
         prose = [line for line in _first_lines(tasks["explain-shap"].path("summary"), 20) if not line.startswith("#")]
-        out += [f"  {line}" for line in prose[:2]]
+        out += [f"  {plain_text(line)}" for line in prose[:2]]
     out += ["", "ARTIFACTS"]
     for name, task in sorted(tasks.items()):
         for output, artifact in sorted(task.artifacts.items()):
