@@ -2,6 +2,7 @@
 # The one image every kfp-tabular component runs in (CPU).
 #
 #   docker build --build-arg VERSION=0.1.0 -t kfp-tabular:0.1.0 .
+#   make image          # the same with docker, or with buildah on a local Debian base where no registry is reached
 #
 # BASE_IMAGE is a tag because digests cannot be resolved offline. CI and Skaffold should pass a digest-pinned
 # reference of the same Debian release, e.g. --build-arg BASE_IMAGE=python:3.11-slim-trixie@sha256:<digest>.
@@ -17,15 +18,21 @@ WORKDIR /src
 
 # Dependencies first: editing the source must not reinstall TensorFlow and AutoGluon. requirements.lock holds
 # exact pins of the runtime dependencies, without the project itself (`make lock` writes it).
+# A machine whose egress re-signs TLS passes its CA bundle as the build secret `ca_bundle` (`make image` passes
+# the host's): it is mounted for this step only and never stored in a layer. Without it pip trusts its certifi.
 COPY requirements.lock ./
-RUN pip install --no-cache-dir -r requirements.lock
+RUN --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && pip install --no-cache-dir -r requirements.lock
 
 COPY pyproject.toml README.md ./
 COPY src/ src/
 COPY components/ components/
 COPY pipelines/ pipelines/
 # --no-deps: everything was pinned above; pip check fails the build if the lock misses a dependency.
-RUN pip install --no-cache-dir --no-deps . \
+# --no-build-isolation: the build backend (setuptools, wheel) is pinned in the lock too, so this step needs no
+# network and a source edit rebuilds offline.
+RUN pip install --no-cache-dir --no-build-isolation --no-deps . \
     && pip check
 
 FROM ${BASE_IMAGE} AS runtime
@@ -38,9 +45,12 @@ LABEL org.opencontainers.image.title="kfp-tabular" \
       org.opencontainers.image.description="Kubeflow Pipelines components: ingest, AutoGluon training, evaluation, SHAP, SavedModel export, TF Serving deploy"
 
 # LightGBM loads OpenMP (libgomp) when it is imported. 14.2.* is Debian 13 (trixie)'s GCC runtime: the pin
-# allows security updates but fails loudly if BASE_IMAGE moves to another Debian release.
+# allows security updates but fails loudly if BASE_IMAGE moves to another Debian release. It is an argument so
+# that another base of a named release can say its own (the local bookworm stand-in built by
+# scripts/build-base-image.sh passes LIBGOMP1_VERSION=12.2.*; `make image` does that).
+ARG LIBGOMP1_VERSION=14.2.*
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgomp1=14.2.* \
+    && apt-get install -y --no-install-recommends "libgomp1=${LIBGOMP1_VERSION}" \
     && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --gid 1000 kfp \
