@@ -4,6 +4,11 @@
 #   compile  after each build of the component image. Skaffold exports the image it built as SKAFFOLD_IMAGE to
 #            build hooks only (deploy hooks get no image), so the pipeline is compiled here, against that image,
 #            into $DIST_DIR/tabular_training.yaml; $DIST_DIR/component-image.txt records the reference.
+#   compile-from BUILD_JSON
+#            the same, with the image named in the file that `skaffold build --file-output=BUILD_JSON` wrote:
+#            there a pushed image is <repo>:<tag>@sha256:<registry digest>, so the pipeline is pinned by digest
+#            without asking the registry. Build hooks run before Skaffold writes that file, so this runs after
+#            `skaffold build`, e.g. in CI (README, "Skaffold").
 #   submit   after each deploy. Submits a run with that image when KFP_HOST is set (KFP_NAMESPACE: the
 #            profile), otherwise says how to.
 #
@@ -43,14 +48,26 @@ pinned() {
     echo "$image"
 }
 
+compile_with() {
+    mkdir -p "$dist"
+    "$cli" compile --image "$1" --output "$dist/tabular_training.yaml"
+    printf '%s\n' "$1" > "$dist/component-image.txt"
+    echo "skaffold-hook: compiled $dist/tabular_training.yaml with $1"
+}
+
 case ${1:-} in
     compile)
         : "${SKAFFOLD_IMAGE:?is set by Skaffold for build hooks; run this through skaffold build|dev|run}"
-        image=$(pinned "$SKAFFOLD_IMAGE")
-        mkdir -p "$dist"
-        "$cli" compile --image "$image" --output "$dist/tabular_training.yaml"
-        printf '%s\n' "$image" > "$dist/component-image.txt"
-        echo "skaffold-hook: compiled $dist/tabular_training.yaml with $image"
+        compile_with "$(pinned "$SKAFFOLD_IMAGE")"
+        ;;
+    compile-from)
+        if [ $# -ne 2 ]; then
+            echo "usage: $0 compile-from <file written by skaffold build --file-output>" >&2
+            exit 2
+        fi
+        # The CLI reads Skaffold's JSON (and fails, naming the file, when it holds no kfp-tabular build).
+        image=$("$cli" compile --build-output "$2" --print-image)
+        compile_with "$image"
         ;;
     submit)
         if [ -z "${KFP_HOST:-}" ]; then
@@ -68,7 +85,7 @@ case ${1:-} in
             --output "$dist/tabular_training.yaml" ${KFP_NAMESPACE:+--namespace "$KFP_NAMESPACE"}
         ;;
     *)
-        echo "usage: $0 compile|submit" >&2
+        echo "usage: $0 compile|compile-from <build.json>|submit" >&2
         exit 2
         ;;
 esac

@@ -23,7 +23,42 @@ def _set_image(image: str | None) -> None:
         os.environ["KFP_TABULAR_IMAGE"] = image
 
 
+SKAFFOLD_ARTIFACT = "kfp-tabular"  # the artifact's `image` in skaffold.yaml
+
+
+def image_from_build_output(path: Path, image_name: str = SKAFFOLD_ARTIFACT) -> str:
+    """The reference Skaffold built for ``image_name``, read from ``skaffold build --file-output=<path>``.
+
+    Skaffold writes ``{"builds": [{"imageName": "<artifact image>", "tag": "<reference>"}]}``
+    (``flags.BuildOutput`` in cmd/skaffold/app/flags/build_output.go). A pushed image's tag is
+    ``<repo>:<tag>@sha256:<registry digest>``; an image kept in the local daemon (``push: false``) is
+    ``<repo>:<image id>`` and has no registry digest.
+    """
+    from kfp_tabular.errors import ConfigError
+
+    expected = json.dumps({"builds": [{"imageName": image_name, "tag": "<repo>:<tag>@sha256:<digest>"}]})
+    try:
+        builds = json.loads(Path(path).read_text())["builds"]
+        tags = [b["tag"] for b in builds if b.get("imageName") == image_name]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path}: not a `skaffold build --file-output` file ({type(exc).__name__}: {exc}); "
+                          f"expected {expected}") from exc
+    if len(tags) != 1 or not isinstance(tags[0], str) or not tags[0]:
+        built = sorted(str(b.get("imageName")) for b in builds if isinstance(b, dict))
+        raise ConfigError(f"{path}: expected one build of image {image_name!r}, found {built or 'none'}; "
+                          f"build it with `skaffold build --file-output={path}`")
+    if "@sha256:" not in tags[0]:
+        print(f"kfp-tabular: {tags[0]} is not pinned by a registry digest (the image was not pushed); a cluster "
+              "can run it only if the image was loaded into its nodes (kind, minikube)", file=sys.stderr)
+    return tags[0]
+
+
 def _cmd_compile(args: argparse.Namespace) -> int:
+    if args.build_output is not None:
+        args.image = image_from_build_output(args.build_output)
+        if args.print_image:
+            print(args.image)
+            return 0
     _set_image(args.image)
     from kfp_tabular.components._image import IMAGE
     from kfp_tabular.pipelines.compile import compile_pipeline
@@ -223,7 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="write the pipeline as KFP IR YAML")
     p.add_argument("--output", type=Path, default=DEFAULT_YAML)
-    p.add_argument("--image", help="component image (default: $KFP_TABULAR_IMAGE or <registry>/kfp-tabular:<ver>)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--image",
+                        help="component image (default: $KFP_TABULAR_IMAGE or <registry>/kfp-tabular:<ver>)")
+    source.add_argument("--build-output", type=Path, metavar="BUILD_JSON",
+                        help="use the image Skaffold built: the file of `skaffold build --file-output=BUILD_JSON`")
+    p.add_argument("--print-image", action="store_true",
+                   help="with --build-output: print the image reference it names and exit without compiling")
     p.set_defaults(func=_cmd_compile)
 
     p = sub.add_parser("run", help="run the whole pipeline on this machine through kfp.local")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -92,6 +93,76 @@ def test_compile_keeps_the_tag_and_warns_when_the_digest_cannot_be_resolved(tmp_
     assert _images_in(dist / "tabular_training.yaml") == {image}
 
 
+def _skaffold_build_output(path: Path, builds: list[dict[str, str]]) -> Path:
+    """Write ``builds`` as `skaffold build --file-output` does.
+
+    Skaffold executes the template ``{{json .}}`` over ``flags.BuildOutput{Builds: []graph.Artifact}``: a Go
+    ``json.Encoder`` without HTML escaping, trimmed of its newline (cmd/skaffold/app/cmd/build.go,
+    cmd/skaffold/app/flags/template.go). Its own test expects ``{"builds":[{"imageName":...,"tag":...}]}``.
+    """
+    path.write_text(json.dumps({"builds": builds}, separators=(",", ":"), ensure_ascii=False))
+    return path
+
+
+def test_compile_from_skaffold_build_output_pins_the_digest_skaffold_pushed(tmp_path):
+    # A pushed build: Skaffold's tag is <repo>:<tag>@sha256:<registry digest> (build.TagWithDigest). A second
+    # artifact shows that the hook takes the kfp-tabular one by its imageName, not the first entry.
+    pushed = f"registry.example:5000/team/kfp-tabular:0f1e2d3c@{DIGEST}"
+    build_json = _skaffold_build_output(tmp_path / "build.json", [
+        {"imageName": "sidecar", "tag": f"registry.example:5000/team/sidecar:1a2b@sha256:{'cd' * 32}"},
+        {"imageName": "kfp-tabular", "tag": pushed},
+    ])
+    assert build_json.read_text().startswith('{"builds":[{"imageName":"sidecar","tag":')
+    dist = tmp_path / "dist"
+    done = _run(["compile-from", str(build_json)], {"DIST_DIR": str(dist)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _images_in(dist / "tabular_training.yaml") == {pushed}
+    assert (dist / "component-image.txt").read_text().strip() == pushed
+    assert "not pinned" not in done.stderr
+
+
+def test_compile_from_a_local_only_build_keeps_its_image_id_tag_and_says_it_is_not_pinned(tmp_path):
+    # push: false: Skaffold names the image by its local image id (docker.TagWithImageID), no registry digest.
+    local = f"kfp-tabular:{'9f' * 32}"
+    build_json = _skaffold_build_output(tmp_path / "build.json", [{"imageName": "kfp-tabular", "tag": local}])
+    done = _run(["compile-from", str(build_json)], {"DIST_DIR": str(tmp_path / "dist")})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _images_in(tmp_path / "dist" / "tabular_training.yaml") == {local}
+    assert "is not pinned by a registry digest" in done.stderr
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    ('{"builds":[{"imageName":"sidecar","tag":"r/sidecar:1"}]}', "found ['sidecar']"),
+    ('{"builds":[]}', "found none"),
+    ('{"images":["kfp-tabular:1"]}', "not a `skaffold build --file-output` file"),
+    ("kfp-tabular:1", "not a `skaffold build --file-output` file"),
+])
+def test_compile_from_a_file_without_a_kfp_tabular_build_fails_and_writes_nothing(tmp_path, content, says):
+    build_json = tmp_path / "build.json"
+    build_json.write_text(content)
+    dist = tmp_path / "dist"
+    done = _run(["compile-from", str(build_json)], {"DIST_DIR": str(dist)})
+    assert done.returncode != 0
+    assert str(build_json) in done.stderr and says in done.stderr
+    assert not dist.exists()
+
+
+def test_compile_from_without_a_file_prints_usage(tmp_path):
+    done = _run(["compile-from"], {"DIST_DIR": str(tmp_path)})
+    assert done.returncode == 2
+    assert "usage:" in done.stderr and "--file-output" in done.stderr
+
+
+def test_cli_reads_the_build_output_of_skaffolds_own_test(tmp_path):
+    # Verbatim from Skaffold's cmd/skaffold/app/cmd/build_test.go (expectedFileContent of --file-output),
+    # including the optional runtimeType field that a newer build output carries.
+    from kfp_tabular.cli import image_from_build_output
+
+    example = tmp_path / "build.json"
+    example.write_text('{"builds":[{"imageName":"gcr.io/skaffold/example","tag":"test","runtimeType":"go"}]}')
+    assert image_from_build_output(example, "gcr.io/skaffold/example") == "test"
+
+
 @pytest.fixture
 def recording_cli(tmp_path) -> tuple[Path, Path]:
     """Test double for the kfp-tabular CLI's submit: a KFP API server cannot run here. Records its argv."""
@@ -137,6 +208,8 @@ def test_hook_flags_exist_in_the_real_cli():
     parser = build_parser()
     compile_args = parser.parse_args(["compile", "--image", "i", "--output", "o.yaml"])
     assert (compile_args.image, str(compile_args.output)) == ("i", "o.yaml")
+    from_build = parser.parse_args(["compile", "--build-output", "build.json", "--print-image"])
+    assert (str(from_build.build_output), from_build.print_image) == ("build.json", True)
     submit_args = parser.parse_args(
         ["submit", "--host", "h", "--image", "i", "--output", "o.yaml", "--namespace", "n"]
     )
