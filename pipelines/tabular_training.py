@@ -63,6 +63,9 @@ def tabular_training(
     encoding: str = "utf-8",
     drop_columns: str = "",
     bad_values: str = "error",
+    min_rows: int = 50,
+    validation_fraction: float = 0.15,
+    test_fraction: float = 0.2,
     eval_metric: str = "auto",
     presets: str = "deployable",
     time_limit_s: int = 120,
@@ -78,6 +81,7 @@ def tabular_training(
     model_version: int = 0,
     deploy: bool = False,
     serving_namespace: str = "kfp-tabular",
+    allow_version_skew: bool = False,
     s3_secret_name: str = "kfp-tabular-s3",
 ):
     """Train, evaluate, explain and (when blessed) export an AutoGluon model for a table.
@@ -90,6 +94,10 @@ def tabular_training(
         encoding: Text encoding of a CSV / JSON Lines source (``utf-8``, ``latin-1``…).
         drop_columns: Columns to leave out (IDs, copies of the label, unusable types): ``a,b`` or a JSON list.
         bad_values: Stray values in a column of numbers or dates: ``error``, ``missing`` or ``text``.
+        min_rows: Fewest labelled rows accepted; smaller tables are refused (50: 10 test rows with the default
+            fractions).
+        validation_fraction: Share of rows in the validation split (AutoGluon's tuning data).
+        test_fraction: Share of rows in the held-out test split that evaluation and the blessing use.
         eval_metric: AutoGluon metric name or ``auto``.
         presets: ``deployable`` (exports exactly to TensorFlow) or an AutoGluon preset.
         time_limit_s: Training budget in seconds.
@@ -108,6 +116,8 @@ def tabular_training(
             and roll back on failure. Needs a cluster with manifests/ applied and the run's service account
             bound to the ``kfp-tabular-deployer`` Role (``kfp-tabular submit --service-account``).
         serving_namespace: Namespace of the TF Serving Deployment (manifests/).
+        allow_version_skew: Deploy a model written by a newer TensorFlow than the serving image (recorded, not
+            refused); only when you know the versions are compatible.
         s3_secret_name: Kubernetes Secret with ``S3_ENDPOINT``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``
             and optionally ``S3_USE_HTTPS``, ``AWS_REGION``, ``AWS_DEFAULT_REGION``, ``AWS_SESSION_TOKEN``.
     """
@@ -119,6 +129,9 @@ def tabular_training(
         encoding=encoding,
         drop_columns=drop_columns,
         bad_values=bad_values,
+        min_rows=min_rows,
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
         seed=seed,
     )
     _s3_credentials(ingest, s3_secret_name)
@@ -183,6 +196,6 @@ def tabular_training(
 
             with dsl.If(deploy == True, name="deploy-requested"):  # noqa: E712 (KFP condition DSL)
                 rollout = deploy_tf_serving(published_model=publish.outputs["published_model"],
-                                            namespace=serving_namespace)
+                                            namespace=serving_namespace, allow_version_skew=allow_version_skew)
                 _s3_credentials(rollout, s3_secret_name)  # reads the version's manifest from the repository
                 _resources(rollout, "1", "2Gi")

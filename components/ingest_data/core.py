@@ -49,6 +49,10 @@ from kfp_tabular.errors import ConfigError, DataValidationError
 FILE_FORMATS = ("auto", "csv", "parquet", "jsonl")
 ROW_GROUP_BYTES = 64 << 20  # rows of one split gathered in memory before they are written
 MAX_RESTARTS = 64
+# Default of IngestConfig.min_rows: with the default fractions, 50 labelled rows leave 10 test and 8 validation
+# rows; one test row then moves accuracy by 10 points. Fewer rows give metrics (and a blessing) that say more
+# about the split than about the model.
+MIN_ROWS = 50
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class IngestConfig:
         bad_values: What to do with stray values in a column of numbers or dates (``"n/a?"`` in a price):
             ``error`` (refuse the table, naming the rows), ``missing`` (read them as missing) or ``text`` (keep the
             column as text).
+        min_rows: Fewest labelled rows accepted (default ``MIN_ROWS`` = 50, where the default fractions leave
+            10 test rows: fewer make the test metrics and the blessing a matter of which rows were drawn).
     """
 
     label: str
@@ -78,6 +84,7 @@ class IngestConfig:
     seed: int = 0
     drop_columns: tuple[str, ...] = ()
     bad_values: str = "error"
+    min_rows: int = MIN_ROWS
 
     def __post_init__(self) -> None:
         if not isinstance(self.label, str) or not self.label.strip():
@@ -105,6 +112,11 @@ class IngestConfig:
             raise ConfigError(f"seed={self.seed!r}; it must be a non-negative integer")
         if self.bad_values not in BAD_VALUES:
             raise ConfigError(f"bad_values={self.bad_values!r}; choose one of {', '.join(BAD_VALUES)}")
+        if isinstance(self.min_rows, bool) or not isinstance(self.min_rows, int) or self.min_rows < 3:
+            raise ConfigError(
+                f"min_rows={self.min_rows!r}; it must be an integer of at least 3 (a row each for train, "
+                "validation and test)"
+            )
         object.__setattr__(self, "drop_columns", tuple(self.drop_columns))
         if not all(isinstance(name, str) and name for name in self.drop_columns):
             raise ConfigError(f"drop_columns={self.drop_columns!r}; it must list column names")
@@ -151,6 +163,7 @@ def ingest(
                 # Arrow's allocator keeps the parser's scratch memory (more than the table itself): give it back.
                 pa.default_memory_pool().release_unused()
                 label = analyse_label(scan.label, config.label, config.problem_type, source.display)
+                _check_enough_rows(label, config, source.display)
                 columns = scan.inspector.plan(config.bad_values, label.problem_type, has_whole_classes(label))
                 schema = TableSchema(config.label, label.problem_type, columns.decisions)
                 plan = assign_splits(
@@ -331,6 +344,19 @@ def _check_columns(schema: pa.Schema, label: str, display: str, dropped: int = 0
             f"{display}: the table has only the label column `{label}`"
             + (" once drop_columns are left out; drop fewer columns" if dropped else "; add feature columns")
         )
+
+
+def _check_enough_rows(label: LabelSummary, config: IngestConfig, display: str) -> None:
+    labelled = len(label.valid) - label.dropped
+    if labelled >= config.min_rows:
+        return
+    read = f" ({len(label.valid)} read, {label.dropped} without a label)" if label.dropped else ""
+    raise DataValidationError(
+        f"{display}: only {labelled} rows have a label{read}, fewer than min_rows={config.min_rows}, the "
+        "minimum to train and still keep enough validation and test rows to judge the model on. Supply more "
+        "rows, or lower the minimum with min_rows (kfp-tabular run --min-rows) to accept metrics measured on "
+        f"about {max(1, round(config.test_fraction * labelled))} test rows"
+    )
 
 
 def _write_and_profile(

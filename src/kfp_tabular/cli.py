@@ -84,27 +84,44 @@ def _run_arguments(args: argparse.Namespace) -> dict:
         "eval_metric": args.eval_metric,
         "refit_ensemble": True if args.refit_ensemble else None,
         "model_repository_uri": args.model_repository,
+        "min_rows": args.min_rows,
+        "validation_fraction": args.validation_fraction,
+        "test_fraction": args.test_fraction,
+        "explain_method": args.explain_method,
+        "explain_background_size": args.explain_background_size,
+        "explain_max_rows": args.explain_max_rows,
     }
     arguments.update({k: v for k, v in optional.items() if v is not None})
     return arguments
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    from kfp_tabular.console import StepConsole
     from kfp_tabular.pipelines.local_run import run_pipeline_locally
     from kfp_tabular.pipelines.summary import summarize
 
     if args.serve and not args.model_repository:
         args.model_repository = str((Path(args.output) / "models" / "tabular").resolve())
     arguments = _run_arguments(args)
+    log_path = Path(args.output) / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
     print(f"Running tabular-training locally on {args.data} (label {args.label!r}); outputs in {args.output}/")
-    try:
-        run = run_pipeline_locally(arguments, Path(args.output))
-    except RuntimeError as exc:  # kfp.local's "task finished with status FAILURE"; the step's log is above
-        print(f"\nkfp-tabular: the local run failed: {exc}. The failing step's error is in its log above.",
-              file=sys.stderr)
+    print(f"Full logs: {log_path}" + ("" if args.verbose else " (--verbose shows them here)"), flush=True)
+    with StepConsole(log_path, sys.stdout, verbose=args.verbose) as console:
+        try:
+            run = run_pipeline_locally(arguments, Path(args.output))
+        except RuntimeError:  # kfp.local's "task ... finished with status FAILURE"
+            run = None
+    failure = console.failure()
+    if run is None or failure is not None:
+        step, error = (failure.step, failure.error) if failure else ("the run", "kfp.local stopped the run")
+        print(f"\n{step} failed: {error}", file=sys.stderr)
+        print(f"Full logs, with the traceback: {log_path}", file=sys.stderr)
         return 1
     print()
     print(summarize(run))
+    print(f"\nFull logs: {log_path}")
     if args.serve:
         return _serve_one_prediction(run, args.model_repository)
     return 0
@@ -195,37 +212,24 @@ def _add_s3_timeout_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retries", type=int, help="S3 retries after a timeout or 5xx (default $S3_RETRIES or 2)")
 
 
-def _parse_param(item: str) -> tuple[str, object]:
-    """``NAME=VALUE`` with numbers and booleans typed (the KFP API checks parameter types)."""
+def _parse_param(item: str) -> tuple[str, str]:
+    """``NAME=VALUE`` as text; ``submit`` types it as the compiled pipeline declares the parameter."""
     name, sep, text = item.partition("=")
     if not sep:
         raise SystemExit(f"kfp-tabular: error: --param {item!r} is not NAME=VALUE")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return name, text
-    return name, value if isinstance(value, bool | int | float) else text
+    return name, text
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     _set_image(args.image)
-    import kfp
-
     from kfp_tabular.pipelines.compile import compile_pipeline
+    from kfp_tabular.submit import submit_and_report
 
-    package = compile_pipeline(args.output)
-    client = kfp.Client(host=args.host) if args.host else kfp.Client()
-    arguments = dict(_parse_param(item) for item in args.param)
-    run = client.create_run_from_pipeline_package(
-        str(package),
-        arguments=arguments,
-        run_name=args.run_name,
-        experiment_name=args.experiment,
-        namespace=args.namespace,
-        service_account=args.service_account,
-    )
-    print(f"Submitted run {run.run_id} in experiment {args.experiment!r}.")
-    return 0
+    return submit_and_report(
+        compile_pipeline(args.output), dict(_parse_param(item) for item in args.param), wait=args.wait,
+        timeout_s=args.timeout, poll_s=args.poll_seconds, token_file=args.token_file, cookies=args.cookies,
+        host=args.host, namespace=args.namespace, experiment=args.experiment, run_name=args.run_name,
+        service_account=args.service_account)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -290,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(a folder or s3://bucket/models/<name>)")
     p.add_argument("--serve", action="store_true", help="then serve the published model locally (a stand-in for "
                    "TF Serving) and show one prediction; publishes to <output>/models/tabular by default")
+    p.add_argument("--min-rows", type=int, help="refuse a table with fewer labelled rows (default 50)")
+    p.add_argument("--validation-fraction", type=float, help="share of rows in the validation split (default 0.15)")
+    p.add_argument("--test-fraction", type=float, help="share of rows in the test split (default 0.2)")
+    p.add_argument("--explain-method", choices=["auto", "exact_tree", "permutation", "kernel"],
+                   help="SHAP method (default auto: exact TreeSHAP when the ensemble allows it)")
+    p.add_argument("--explain-background-size", type=int, help="background rows for SHAP (default 100)")
+    p.add_argument("--explain-max-rows", type=int, help="test rows explained (default 500)")
+    p.add_argument("--verbose", action="store_true", help="show KFP's full executor logs here, not only in the log file")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("predict", help="predict with an exported SavedModel (TF Serving REST JSON in and out)")
@@ -298,16 +310,27 @@ def build_parser() -> argparse.ArgumentParser:
                    '{"inputs": {column: [values...]}}; columns by original or by tensor names, not a mix')
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("submit", help="compile and submit a run to a Kubeflow Pipelines endpoint")
-    p.add_argument("--host", default=os.environ.get("KFP_HOST"), help="KFP API endpoint (default: in-cluster)")
-    p.add_argument("--namespace", help="Kubeflow profile namespace")
+    p = sub.add_parser("submit", help="compile and submit a run to Kubeflow Pipelines; prints the run's URL",
+                       description="Compile the pipeline, check the parameters against it, submit a run with "
+                       "kfp.Client and print its page in the dashboard. Credentials: --token-file, --cookies, "
+                       "else the ServiceAccount token a Kubeflow notebook server mounts ($KF_PIPELINES_SA_TOKEN_PATH).")
+    p.add_argument("--host", default=os.environ.get("KFP_HOST"),
+                   help="KFP API URL (default $KFP_HOST; in a Kubeflow notebook server: the in-cluster API)")
+    p.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
     p.add_argument("--experiment", default="kfp-tabular")
     p.add_argument("--run-name")
     p.add_argument("--image", help="component image reference, ideally digest-pinned")
     p.add_argument("--output", type=Path, default=DEFAULT_YAML)
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="pipeline parameter, typed as the pipeline declares it (repeatable)")
     p.add_argument("--service-account", help="service account of the run's pods; kfp-tabular-deployer (manifests/) "
                    "for a run with deploy=true")
+    p.add_argument("--token-file", help="file holding a bearer token for the KFP API (default $KFP_TOKEN_FILE)")
+    p.add_argument("--cookies", help="cookies of a dashboard login, e.g. 'authservice_session=...' "
+                   "(default $KFP_COOKIES)")
+    p.add_argument("--wait", action="store_true", help="follow the run to its end; exit 1 unless it succeeds")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long")
+    p.add_argument("--poll-seconds", type=float, default=5.0, help="with --wait: seconds between two checks")
     p.set_defaults(func=_cmd_submit)
 
     p = sub.add_parser(

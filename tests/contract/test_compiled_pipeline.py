@@ -29,6 +29,11 @@ EXPECTED_DEFAULTS = {
     "encoding": "utf-8",
     "drop_columns": "",
     "bad_values": "error",
+    "min_rows": 50,
+    "validation_fraction": 0.15,
+    "test_fraction": 0.2,
+    "explain_max_rows": 500,
+    "allow_version_skew": False,
 }
 SECRET_WORDS = ("password", "secret_key", "access_key", "token", "credential")
 
@@ -88,12 +93,15 @@ def test_every_cli_run_option_is_a_pipeline_parameter(documents):
         "run", "--data", "x.csv", "--label", "y", "--problem-type", "binary", "--presets", "deployable",
         "--hyperparameters", "{}", "--thresholds", "{}", "--baseline-metrics", "{}", "--seed", "1",
         "--file-format", "csv", "--encoding", "latin-1", "--drop-columns", "id", "--bad-values", "missing",
-        "--eval-metric", "accuracy", "--refit-ensemble",
+        "--eval-metric", "accuracy", "--refit-ensemble", "--min-rows", "20", "--validation-fraction", "0.1",
+        "--test-fraction", "0.3", "--explain-method", "kernel", "--explain-background-size", "20",
+        "--explain-max-rows", "30",
     ])
     arguments = _run_arguments(args)
     inputs = documents[0]["root"]["inputDefinitions"]["parameters"]
     assert set(arguments) <= set(inputs), set(arguments) - set(inputs)
     assert arguments["bad_values"] == "missing" and arguments["refit_ensemble"] is True
+    assert arguments["min_rows"] == 20 and arguments["test_fraction"] == 0.3 and arguments["explain_max_rows"] == 30
 
 
 def test_dag_order_and_blessing_gate(documents):

@@ -81,7 +81,7 @@ def test_latin1_file_loads_with_its_encoding(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = ingest(
         str(source),
-        IngestConfig(label="label", encoding="latin-1"),
+        IngestConfig(label="label", encoding="latin-1", min_rows=40),  # 41 rows: below the default minimum
         out / "train.parquet",
         out / "validation.parquet",
         out / "test.parquet",
