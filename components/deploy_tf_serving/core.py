@@ -41,6 +41,7 @@ from kfp_tabular.errors import (
     RolloutFailed,
     SmokeTestFailed,
 )
+from kfp_tabular.serving.protowire import GraphOps, graph_ops
 
 from .guard import SkewCheck, check_version_skew, savedmodel_tf_version
 from .kube import Kube, KubeAccess, connect
@@ -211,16 +212,24 @@ def _manifest_check(model: PublishedModel) -> tuple[str | None, str]:
                                                f"{model.root_digest[:12]}... matches the published model")
 
 
-def _golden(model: PublishedModel, golden_path: Path | None, workdir: Path) -> tuple[Golden, str | None, str]:
-    """Golden requests, and the TensorFlow version read from the SavedModel when it was fetched here."""
+def _golden(model: PublishedModel, golden_path: Path | None,
+            workdir: Path) -> tuple[Golden, str | None, GraphOps, str]:
+    """Golden requests, and the TensorFlow version and ops of the published ``saved_model.pb``.
+
+    Without a golden file the version is fetched (verified against its manifest) and its warmup rows are run;
+    with one, only ``saved_model.pb`` is read, checked against its manifest entry.
+    """
+    from kfp_tabular.serving.fetch import fetch_model
+    from kfp_tabular.serving.repository import version_file
+
     if golden_path is not None:
         golden = Golden.read(Path(golden_path))
-        return golden, None, ""
-    from kfp_tabular.serving.fetch import fetch_model
-
-    folder = fetch_model(model.uri, workdir / "model", model.version)  # verified against the manifest
-    written_by = savedmodel_tf_version((folder / "saved_model.pb").read_bytes())
-    return golden_from_savedmodel(folder, model.uri), written_by, f"saved_model.pb of {model.uri}"
+        saved_model_pb = version_file(model.repository_uri, model.version, "saved_model.pb")
+    else:
+        folder = fetch_model(model.uri, workdir / "model", model.version)  # verified against the manifest
+        golden = golden_from_savedmodel(folder, model.uri)
+        saved_model_pb = (folder / "saved_model.pb").read_bytes()
+    return golden, savedmodel_tf_version(saved_model_pb), graph_ops(saved_model_pb), f"saved_model.pb of {model.uri}"
 
 
 def deploy(published: Mapping[str, Any], config: DeployConfig, deployment_path: Path, report_path: Path,
@@ -267,11 +276,12 @@ def _deploy(model: PublishedModel, config: DeployConfig, target: Target, kube: K
     template = current["spec"]["template"]
     image = container(template, target.serving_container, init=False).get("image", "")
     lineage_tf, data.manifest_note = _manifest_check(model)
-    golden, written_by, source = _golden(model, golden_path, workdir)
+    golden, written_by, ops, source = _golden(model, golden_path, workdir)
     data.golden_source = golden.source
     model_tf = written_by or lineage_tf or model.lineage_tensorflow
-    source = source or ("the lineage in manifest.json" if lineage_tf else "the published model's lineage")
-    data.skew = check_version_skew(model_tf, source, image, config.allow_version_skew)
+    if not written_by:
+        source = "the lineage in manifest.json" if lineage_tf else "the published model's lineage"
+    data.skew = check_version_skew(model_tf, source, image, config.allow_version_skew, ops)
     timeline.add(f"checked: manifest digest, {golden.rows} golden rows, {data.skew.note}")
 
     live = model_of(template, target)

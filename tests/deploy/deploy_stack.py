@@ -170,7 +170,8 @@ def make_stack(cluster: Any, tmp: Path, namespace: str, s3_settings: dict[str, s
                 doc["spec"]["progressDeadlineSeconds"] = progress_deadline_s
             pod = doc["spec"]["template"]["spec"]
             serving = next(c for c in pod["containers"] if c["name"] == "tf-serving")
-            serving["image"] = serving_image or f"tensorflow/serving:{_tf_version()}"
+            if serving_image:  # else the manifests' pinned TF Serving image, as a cluster would run it
+                serving["image"] = serving_image
             fetch = next(c for c in pod["initContainers"] if c["name"] == "fetch-model")
             uri_env = next(e for e in fetch["env"] if e["name"] == "MODEL_URI")
             uri_env["value"] = initial_uri or f"{repository}/1"

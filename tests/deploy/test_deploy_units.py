@@ -12,6 +12,7 @@ from kfp_tabular.components.deploy_tf_serving.core import DeployConfig, Publishe
 from kfp_tabular.components.deploy_tf_serving.guard import (
     check_version_skew,
     image_tag,
+    op_registry,
     parse_version,
     savedmodel_tf_version,
     serving_version,
@@ -29,6 +30,7 @@ from kfp_tabular.components.deploy_tf_serving.rollout import (
 )
 from kfp_tabular.components.deploy_tf_serving.smoke import Comparison, Golden, percentile, request_count
 from kfp_tabular.errors import ConfigError, VersionSkewError
+from kfp_tabular.serving.protowire import graph_ops
 
 pytestmark = pytest.mark.deploy
 
@@ -66,6 +68,60 @@ def test_the_tensorflow_version_is_read_from_saved_model_pb_without_tensorflow(t
     saved = saved_model_pb2.SavedModel.FromString(data)
     saved.meta_graphs[0].meta_info_def.tensorflow_version = "99.0.0"
     assert savedmodel_tf_version(saved.SerializeToString()) == "99.0.0"
+
+
+def _ops_by_tensorflow(data: bytes) -> dict[str, set[str]]:
+    """The same listing as graph_ops, made with TensorFlow's own message classes."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    ops: dict[str, set[str]] = {}
+    functions: set[str] = set()
+    for meta_graph in saved_model_pb2.SavedModel.FromString(data).meta_graphs:
+        nodes = list(meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            functions.add(function.signature.name)
+            nodes += list(function.node_def)
+        for node in nodes:
+            ops.setdefault(node.op, set()).update(node.attr.keys())
+    return {op: attrs for op, attrs in ops.items() if op not in functions}
+
+
+def test_graph_ops_are_read_without_tensorflow_as_tensorflow_reads_them(tiny_savedmodel) -> None:
+    data = (tiny_savedmodel / "saved_model.pb").read_bytes()
+    ops = graph_ops(data)
+    assert ops.ops == _ops_by_tensorflow(data)
+    assert {"StatefulPartitionedCall", "ReadVariableOp", "Mul"} <= set(ops.ops)
+    assert "T" in ops.ops["Mul"]
+
+
+def test_a_newer_model_passes_only_when_the_images_op_registry_knows_every_op_and_attribute(tiny_savedmodel) -> None:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    registry = op_registry(2, 20)
+    assert registry["tensorflow"].startswith("2.20.") and len(registry["ops"]) > 1500
+    data = (tiny_savedmodel / "saved_model.pb").read_bytes()
+    loadable = check_version_skew("2.21.0", "saved_model.pb", "tensorflow/serving:2.20.0", ops=graph_ops(data))
+    assert loadable.passed and "registered in TensorFlow 2.20.0" in loadable.note
+
+    def changed(edit) -> bytes:
+        saved = saved_model_pb2.SavedModel.FromString(data)
+        edit(next(f for f in saved.meta_graphs[0].graph_def.library.function if f.node_def))
+        return saved.SerializeToString()
+
+    new_op = changed(lambda function: setattr(function.node_def[0], "op", "MulNoNaNWithRounding"))
+    with pytest.raises(VersionSkewError, match=r"does not know op MulNoNaNWithRounding.*Nothing was changed"):
+        check_version_skew("2.21.0", "saved_model.pb", "tensorflow/serving:2.20.0", ops=graph_ops(new_op))
+    def add_attribute(function) -> None:
+        function.node_def[0].attr["rounding_mode"].s = b"half_even"
+
+    first = next(f for f in saved_model_pb2.SavedModel.FromString(data).meta_graphs[0].graph_def.library.function
+                 if f.node_def).node_def[0].op
+    with pytest.raises(VersionSkewError, match=rf"attribute 'rounding_mode' of {first}"):
+        check_version_skew("2.21.0", "saved_model.pb", "tensorflow/serving:2.20.0",
+                           ops=graph_ops(changed(add_attribute)))
+    # No registry vendored for the image's TensorFlow: a newer model cannot be proven loadable.
+    with pytest.raises(VersionSkewError, match=r"no op registry of TensorFlow 2\.19"):
+        check_version_skew("2.21.0", "saved_model.pb", "tensorflow/serving:2.19.1", ops=graph_ops(data))
 
 
 # -- pod diagnosis on recorded statuses (D4) ----------------------------------------------------------------------

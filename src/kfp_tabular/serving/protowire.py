@@ -144,3 +144,81 @@ def saved_model_outline(data: bytes) -> list[MetaGraphOutline]:
         outline.signatures = {key: _signature(value) for key, value in _map_keys(signatures)}
         outlines.append(outline)
     return outlines
+
+
+# MetaGraphDef.graph_def, GraphDef.{node, library, versions}, NodeDef.{op, attr}, FunctionDefLibrary.function,
+# FunctionDef.{signature, node_def}, OpDef.name, VersionDef.min_consumer (tensorflow/core/framework/*.proto).
+META_GRAPH_GRAPH_DEF = 2
+GRAPH_NODE, GRAPH_LIBRARY, GRAPH_VERSIONS = 1, 2, 4
+NODE_OP, NODE_ATTR = 2, 5
+LIBRARY_FUNCTION = 1
+FUNCTION_SIGNATURE, FUNCTION_NODE_DEF = 1, 3
+OP_DEF_NAME = 1
+VERSIONS_MIN_CONSUMER = 2
+
+
+@dataclass
+class GraphOps:
+    """The ops a SavedModel's graphs run, with the attributes each sets, and the oldest consumer they allow."""
+
+    ops: dict[str, set[str]] = field(default_factory=dict)
+    min_consumer: int = 0
+
+
+def _string(value: int | memoryview) -> str:
+    return bytes(value).decode("utf-8", errors="replace") if isinstance(value, memoryview) else ""
+
+
+def _node(data: memoryview, ops: dict[str, set[str]]) -> None:
+    op, attrs = "", set()
+    for number, wire, value in fields(data):
+        if wire != LENGTH_DELIMITED:
+            continue
+        if number == NODE_OP:
+            op = _string(value)
+        elif number == NODE_ATTR:
+            attrs |= {key for key, _ in _map_keys([value])}
+    if op:
+        ops.setdefault(op, set()).update(attrs)
+
+
+def graph_ops(data: bytes) -> GraphOps:
+    """Every op in the meta graphs' graphs and function libraries, with the attribute names set on its nodes.
+
+    Calls of the library's own functions (a node whose op is a function name) are not ops and are left out.
+
+    Raises:
+        WireError: the bytes are not a well-formed ``SavedModel`` message.
+    """
+    ops: dict[str, set[str]] = {}
+    functions: set[str] = set()
+    result = GraphOps()
+    for number, wire, meta_graph in fields(data):
+        if number != SAVED_MODEL_META_GRAPHS or wire != LENGTH_DELIMITED:
+            continue
+        for inner, inner_wire, graph in fields(meta_graph):
+            if inner != META_GRAPH_GRAPH_DEF or inner_wire != LENGTH_DELIMITED:
+                continue
+            for part, part_wire, value in fields(graph):
+                if part_wire != LENGTH_DELIMITED:
+                    continue
+                if part == GRAPH_NODE:
+                    _node(value, ops)
+                elif part == GRAPH_VERSIONS:
+                    for key, key_wire, number_value in fields(value):
+                        if key == VERSIONS_MIN_CONSUMER and key_wire == VARINT:
+                            result.min_consumer = max(result.min_consumer, int(number_value))
+                elif part == GRAPH_LIBRARY:
+                    for entry, entry_wire, function in fields(value):
+                        if entry != LIBRARY_FUNCTION or entry_wire != LENGTH_DELIMITED:
+                            continue
+                        for key, key_wire, item in fields(function):
+                            if key_wire != LENGTH_DELIMITED:
+                                continue
+                            if key == FUNCTION_SIGNATURE:
+                                functions |= {_string(name) for tag, tag_wire, name in fields(item)
+                                              if tag == OP_DEF_NAME and tag_wire == LENGTH_DELIMITED}
+                            elif key == FUNCTION_NODE_DEF:
+                                _node(item, ops)
+    result.ops = {op: attrs for op, attrs in ops.items() if op not in functions}
+    return result

@@ -41,6 +41,7 @@ publish of the same model resumes that version, another model gets the next numb
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -481,6 +482,26 @@ def version_manifest(repository_uri: str, version: int) -> dict[str, Any]:
     if manifest is None:
         raise ModelError(f"version {version} of {store.where()} has no manifest.json: it is not published")
     return manifest
+
+
+def version_file(repository_uri: str, version: int, relpath: str) -> bytes:
+    """One file of a complete version, checked against its manifest entry (size and sha256).
+
+    Raises:
+        ModelError: the version has no manifest, or the manifest lists no such file.
+        IntegrityError: the file is missing or does not match its manifest entry.
+    """
+    store = open_repository(repository_uri)
+    entry = version_manifest(repository_uri, version)["files"].get(relpath)
+    where = store.where(f"{version}/{relpath}")
+    if entry is None:
+        raise ModelError(f"{store.where(str(version))}/manifest.json lists no {relpath}")
+    data = store.read(f"{version}/{relpath}")
+    if data is None or len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        found = "missing" if data is None else f"{len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]}..."
+        raise IntegrityError(f"{where} does not match its manifest entry ({entry['size']} bytes, sha256 "
+                             f"{entry['sha256'][:12]}...): found {found}. Publish the model again")
+    return data
 
 
 def _claim_record(digest: str) -> bytes:
