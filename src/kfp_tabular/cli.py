@@ -212,37 +212,24 @@ def _add_s3_timeout_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retries", type=int, help="S3 retries after a timeout or 5xx (default $S3_RETRIES or 2)")
 
 
-def _parse_param(item: str) -> tuple[str, object]:
-    """``NAME=VALUE`` with numbers and booleans typed (the KFP API checks parameter types)."""
+def _parse_param(item: str) -> tuple[str, str]:
+    """``NAME=VALUE`` as text; ``submit`` types it as the compiled pipeline declares the parameter."""
     name, sep, text = item.partition("=")
     if not sep:
         raise SystemExit(f"kfp-tabular: error: --param {item!r} is not NAME=VALUE")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return name, text
-    return name, value if isinstance(value, bool | int | float) else text
+    return name, text
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     _set_image(args.image)
-    import kfp
-
     from kfp_tabular.pipelines.compile import compile_pipeline
+    from kfp_tabular.submit import submit_and_report
 
-    package = compile_pipeline(args.output)
-    client = kfp.Client(host=args.host) if args.host else kfp.Client()
-    arguments = dict(_parse_param(item) for item in args.param)
-    run = client.create_run_from_pipeline_package(
-        str(package),
-        arguments=arguments,
-        run_name=args.run_name,
-        experiment_name=args.experiment,
-        namespace=args.namespace,
-        service_account=args.service_account,
-    )
-    print(f"Submitted run {run.run_id} in experiment {args.experiment!r}.")
-    return 0
+    return submit_and_report(
+        compile_pipeline(args.output), dict(_parse_param(item) for item in args.param), wait=args.wait,
+        timeout_s=args.timeout, poll_s=args.poll_seconds, token_file=args.token_file, cookies=args.cookies,
+        host=args.host, namespace=args.namespace, experiment=args.experiment, run_name=args.run_name,
+        service_account=args.service_account)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -323,16 +310,27 @@ def build_parser() -> argparse.ArgumentParser:
                    '{"inputs": {column: [values...]}}; columns by original or by tensor names, not a mix')
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("submit", help="compile and submit a run to a Kubeflow Pipelines endpoint")
-    p.add_argument("--host", default=os.environ.get("KFP_HOST"), help="KFP API endpoint (default: in-cluster)")
-    p.add_argument("--namespace", help="Kubeflow profile namespace")
+    p = sub.add_parser("submit", help="compile and submit a run to Kubeflow Pipelines; prints the run's URL",
+                       description="Compile the pipeline, check the parameters against it, submit a run with "
+                       "kfp.Client and print its page in the dashboard. Credentials: --token-file, --cookies, "
+                       "else the ServiceAccount token a Kubeflow notebook server mounts ($KF_PIPELINES_SA_TOKEN_PATH).")
+    p.add_argument("--host", default=os.environ.get("KFP_HOST"),
+                   help="KFP API URL (default $KFP_HOST; in a Kubeflow notebook server: the in-cluster API)")
+    p.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
     p.add_argument("--experiment", default="kfp-tabular")
     p.add_argument("--run-name")
     p.add_argument("--image", help="component image reference, ideally digest-pinned")
     p.add_argument("--output", type=Path, default=DEFAULT_YAML)
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="pipeline parameter, typed as the pipeline declares it (repeatable)")
     p.add_argument("--service-account", help="service account of the run's pods; kfp-tabular-deployer (manifests/) "
                    "for a run with deploy=true")
+    p.add_argument("--token-file", help="file holding a bearer token for the KFP API (default $KFP_TOKEN_FILE)")
+    p.add_argument("--cookies", help="cookies of a dashboard login, e.g. 'authservice_session=...' "
+                   "(default $KFP_COOKIES)")
+    p.add_argument("--wait", action="store_true", help="follow the run to its end; exit 1 unless it succeeds")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long")
+    p.add_argument("--poll-seconds", type=float, default=5.0, help="with --wait: seconds between two checks")
     p.set_defaults(func=_cmd_submit)
 
     p = sub.add_parser(

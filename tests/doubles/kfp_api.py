@@ -66,8 +66,8 @@ def _invalid(message: str) -> ApiError:
     return ApiError(3, message)
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _now(after_s: float = 0.0) -> str:
+    return datetime.fromtimestamp(time.time() + after_s, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_pipeline_spec(spec: Any) -> pipeline_spec_pb2.PipelineSpec:
@@ -140,6 +140,9 @@ class _Run:
     pending_s: float
     running_s: float
 
+    def __post_init__(self) -> None:
+        self.finished_at = _now(self.pending_s + self.running_s)
+
     def state(self) -> str:
         elapsed = time.monotonic() - self.created
         if elapsed < self.pending_s:
@@ -157,7 +160,7 @@ class _Run:
             answer["error"] = {"code": 2, "message": "system-container-impl: the step train-autogluon failed "
                                "with exit code 1 (test double: the test asked for a failed run)"}
         if state in ("SUCCEEDED", "FAILED"):
-            answer["finished_at"] = _now()
+            answer["finished_at"] = self.finished_at
         return answer
 
 
