@@ -23,6 +23,7 @@ from kfp_tabular.components.explain_shap.explanation import Explanation, model_o
 from kfp_tabular.components.explain_shap.report import MAX_BEESWARMS, MAX_CLASS_COLUMNS, render_report
 from kfp_tabular.components.explain_shap.summary import MAX_SUMMARY_BASES, importance, summarize, top_outputs
 from kfp_tabular.errors import ConfigError, ModelError
+from kfp_tabular.text import clause
 
 LOGGER = logging.getLogger(__name__)
 METHODS = ("auto", "exact_tree", "permutation", "kernel")
@@ -175,12 +176,13 @@ def truncation_note(n_outputs: int) -> str:
     return f"{n_outputs} classes: {'; '.join(cuts)}. The SHAP values Parquet holds every class."
 
 
-def method_text(explanation: Explanation, predictor: Any, reason: str, n_background: int, error: float,
+def method_text(explanation: Explanation, problem_type: str, reason: str, n_background: int, error: float,
                 sample_budget: int) -> str:
     """One paragraph saying what was computed, on what, and how exact it is."""
-    if predictor.problem_type == "regression":
+    reason = clause(reason)  # it may end in a period of its own (an exception's message)
+    if problem_type == "regression":
         space = f"the predicted {explanation.outputs[0]}"
-    elif predictor.problem_type == "binary":
+    elif problem_type == "binary":
         space = f"the probability of {explanation.outputs[0]}"
     else:
         space = "the probability of each class"
@@ -231,7 +233,7 @@ def explain(model_dir: Path, background_path: Path, rows_path: Path, config: Exp
         error = additivity_error(explanation, predictions)
         LOGGER.info("%s SHAP of %d rows against %d background rows; additivity error %.2g", explanation.method,
                     len(rows), len(background), error)
-        text = method_text(explanation, predictor, reason, len(background), error, config.sample_budget)
+        text = method_text(explanation, predictor.problem_type, reason, len(background), error, config.sample_budget)
         classes = [str(c) for c in getattr(predictor, "class_labels", None) or []]
         summary = summarize(explanation, rows, predictor.problem_type, classes, text)
         mean_abs = importance(explanation).mean(axis=1)

@@ -25,6 +25,7 @@ from kfp_tabular.components.explain_shap.children import (
 )
 from kfp_tabular.components.explain_shap.explanation import Explanation, output_names
 from kfp_tabular.errors import ModelError
+from kfp_tabular.text import clause
 
 EXACT_FAMILIES = frozenset({"GBM", "XGB", "RF", "XT", "LR"})
 PROBLEM_TYPES = frozenset({"binary", "multiclass", "regression"})
@@ -84,7 +85,7 @@ def explain_exact(predictor: Any, background: pd.DataFrame, rows: pd.DataFrame,
     structure = describe_ensemble(predictor, model)
     reason = unsupported_reason(predictor, structure)
     if reason:
-        raise ModelError(f"Exact SHAP is not available: {reason}. Use method='permutation' or 'kernel'.")
+        raise ModelError(f"Exact SHAP is not available: {clause(reason)}. Use method='permutation' or 'kernel'.")
     features = list(rows.columns)
     outputs = output_names(predictor)
     group_of = raw_feature_groups(predictor, features)

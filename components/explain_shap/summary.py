@@ -104,27 +104,28 @@ def summarize(explanation: Explanation, rows: pd.DataFrame, problem_type: str, c
               method_text: str, top: int = 5) -> str:
     """The Markdown summary: headline, method, per-feature directions, importance table, how to read it."""
     weights = importance(explanation).mean(axis=1)
-    order = list(np.argsort(weights)[::-1])
-    total = float(weights.sum()) or 1.0
-    names = [explanation.features[g] for g in order]
-    leading = order[: min(3, len(order))]
-    share = float(weights[leading].sum()) / total
-    head = f"**{names[0]}**" if names else "no feature"
-    if len(leading) > 1:
-        rest = [f"**{explanation.features[g]}**" for g in leading[1:]]
-        head += ", then " + " and ".join(rest)
-    lines = [
-        f"**In short:** the model's predictions are driven mostly by {head} "
-        f"(together {share:.0%} of the total attribution).",
-        "",
-        f"{method_text}",
-        "",
-        "## How the main features push the prediction",
-        "",
-    ]
-    lines += [f"- {describe_feature(explanation, rows, g, problem_type, classes)}" for g in order[:top]]
+    order = [int(g) for g in np.argsort(-weights, kind="stable")]  # ties keep column order
+    total = float(weights.sum())
+    # Only features that moved some prediction can be said to drive it: a constant model has none.
+    leading = [g for g in order[:3] if weights[g] > 0]
+    if leading:
+        share = float(weights[leading].sum()) / total
+        head = f"**{explanation.features[leading[0]]}**"
+        if len(leading) > 1:
+            head += ", then " + " and ".join(f"**{explanation.features[g]}**" for g in leading[1:])
+        short = (f"**In short:** the model's predictions are driven mostly by {head} "
+                 f"(together {share:.0%} of the total attribution).")
+    else:
+        short = ("**In short:** the model gives the same output for every explained row: no feature moves it "
+                 "(every SHAP value is 0).")
+    total = total or 1.0
+    lines = [short, "", f"{method_text}", ""]
+    moving = [g for g in order[:top] if weights[g] > 0]
+    if moving:
+        lines += ["## How the main features push the prediction", ""]
+        lines += [f"- {describe_feature(explanation, rows, g, problem_type, classes)}" for g in moving]
     unused = [explanation.features[g] for g in order if weights[g] == 0]
-    if unused:
+    if unused and moving:  # a constant model: the headline already says so
         lines += ["", f"Features with no effect on these rows: {', '.join(unused)}."]
     headers = ["feature", "mean abs SHAP", "share"]
     lines += ["", "## Global importance", "", table(headers, [[explanation.features[g], float(weights[g]),
