@@ -7,9 +7,9 @@
 - ``Stack`` is one namespace of the cluster double with the REAL manifests applied (``kubectl kustomize
   manifests/overlays/dev``: Namespace, ServiceAccounts, the deployer Role and RoleBinding, ConfigMap, Service,
   Deployment, NetworkPolicy) plus the ``kfp-tabular-s3`` Secret pointing at SeaweedFS, changed as an overlay
-  would: the TF Serving image tag is this machine's TensorFlow (the manifests pin 2.20.0, which the version-skew
-  guard refuses for a 2.21 model: see test_version_skew_refused_for_the_manifests_image). The deploy step runs as
-  the ``kfp-tabular-deployer`` ServiceAccount, so every call it makes is authorized by the real Role.
+  would. The TF Serving image is the manifests' own pin (2.20.0): the version-skew guard passes this machine's
+  2.21 models through its vendored 2.20 op registry. The deploy step runs as the ``kfp-tabular-deployer``
+  ServiceAccount, so every call it makes is authorized by the real Role.
 """
 
 from __future__ import annotations

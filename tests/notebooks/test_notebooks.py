@@ -6,14 +6,13 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
+# Run with a cluster to deploy to (the Kubernetes double and SeaweedFS): tests/deploy/test_notebook_deploy.py.
+CLUSTER_NOTEBOOKS = {"02_deploy_and_query.ipynb"}
+NOTEBOOKS = sorted(p for p in (Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb")
+                   if p.name not in CLUSTER_NOTEBOOKS)
 # What each notebook must have printed, and the files it must have left, when run top to bottom.
 EXPECTED = {
     "01_quickstart.ipynb": (("BLESSED", "No KFP endpoint configured"), ("dist/tabular_training.yaml",)),
-    "02_publish_serve_and_query.ipynb": (
-        ("published", "gRPC labels:", "[('2', 'AVAILABLE'), ('1', 'END')]", ':tensorflow:serving:request_count{model_name="penguins"'),
-        ("models/penguins/1/manifest.json", "models/penguins/2/manifest.json"),
-    ),
 }
 
 
