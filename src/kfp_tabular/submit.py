@@ -212,8 +212,9 @@ def explain_api_error(exc: Any, host: str, namespace: str | None, credentials: C
 
 def _unreachable(host: str, reason: object) -> SubmitError:
     text = str(reason)
-    why = ("connection refused" if "refused" in text.lower() else
-           "the host name does not resolve" if "resolve" in text.lower() or "known" in text.lower() else text)
+    lower = text.lower()
+    why = ("connection refused" if "refused" in lower else
+           "the host name does not resolve" if "resolv" in lower or "name" in lower else text)
     return SubmitError(
         f"Cannot reach the KFP API at {host}: {why}. Check the host and port in --host / $KFP_HOST (the "
         "dashboard's address, or the ml-pipeline service without a path) and that the port-forward is running, "
@@ -234,13 +235,16 @@ def _api_errors(host: str, namespace: str | None, credentials: Credentials) -> I
         raise SubmitError(explain_api_error(exc, host, namespace, credentials)) from None
     except urllib3.exceptions.HTTPError as exc:
         raise _unreachable(host, getattr(exc, "reason", exc)) from None
+    except ValueError as exc:  # kfp.Client's own checks, e.g. two experiments with the same name
+        raise SubmitError(f"kfp.Client refused the request to {host}: {exc}") from None
 
 
 def _healthz(host: str, credentials: Credentials) -> dict:
     """Probe the API once, with a short timeout (kfp.Client retries a failed healthz 5 times, 5 s apart)."""
     request = urllib.request.Request(f"{host}/apis/v2beta1/healthz", headers=credentials.headers())
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # kfp.Client ignores $HTTP_PROXY too
     try:
-        with urllib.request.urlopen(request, timeout=15) as answer:
+        with opener.open(request, timeout=15) as answer:
             body = answer.read()
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
@@ -363,7 +367,11 @@ def submit_and_report(package: Path, params: dict[str, str], *, wait: bool, time
     run = submit_run(package, arguments, credentials=Credentials.find(token_file, cookies), **options)
     if not wait:
         return 0
-    final = wait_for_run(run, timeout_s=timeout_s, poll_s=poll_s)
+    try:
+        final = wait_for_run(run, timeout_s=timeout_s, poll_s=poll_s)
+    except KeyboardInterrupt:
+        print(f"\nStopped waiting; the run goes on in the cluster: {run.url}", file=sys.stderr)
+        return 130
     took = _clock((final.finished_at - final.created_at).total_seconds()) if final.finished_at else "?"
     if final.state == "SUCCEEDED":
         print(f"Run {run.run_id} succeeded in {took}: {run.url}")

@@ -163,3 +163,11 @@ def test_a_server_side_rejection_is_explained_with_the_servers_message(api, tiny
     assert "rejected" in message and "400" in message
     assert "parameter(s) provided are not required by pipeline: nope" in message
     assert "\n" not in message
+
+
+def test_no_endpoint_says_how_to_give_one(tmp_path, capsys, monkeypatch):
+    for name in ("KFP_HOST", "KF_PIPELINES_ENDPOINT", "KUBERNETES_SERVICE_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    assert _submit(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "No KFP endpoint" in err and "--host" in err and "port-forward" in err
