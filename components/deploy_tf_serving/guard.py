@@ -31,6 +31,7 @@ from kfp_tabular.serving.protowire import (
     GraphOps,
     fields,
 )
+from kfp_tabular.text import clause
 
 META_INFO_TENSORFLOW_VERSION = 5  # tensorflow/core/protobuf/meta_graph.proto, MetaInfoDef.tensorflow_version
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
@@ -128,7 +129,7 @@ def check_version_skew(model_tf: str | None, model_source: str, image: str, allo
                    f"the image {image!r} has no version tag, so its TensorFlow is unknown")
         note = f"cannot check version skew: {missing}"
         if not allow:
-            raise VersionSkewError(f"{note}. Pin the TF Serving image to a version tag (tensorflow/serving:2.20.0) "
+            raise VersionSkewError(f"{clause(note)}. Pin the TF Serving image to a version tag (tensorflow/serving:2.20.0) "
                                    "and deploy a model published with its lineage, or turn the check off "
                                    "(allow_version_skew) if you know the versions are compatible")
         return SkewCheck(model_tf, model_source, image, served, False, note + " (check turned off)")
@@ -155,6 +156,6 @@ def check_version_skew(model_tf: str | None, model_source: str, image: str, allo
     note = (f"the SavedModel was written by TensorFlow {model_tf} ({model_source}) and the serving image "
             f"{image} runs TensorFlow {served}: {why}, so it would fail to load it ('Op type not registered')")
     if not allow:
-        raise VersionSkewError(f"{note}. Nothing was changed. Use tensorflow/serving:{model[0]}.{model[1]}.x or "
+        raise VersionSkewError(f"{clause(note)}. Nothing was changed. Use tensorflow/serving:{model[0]}.{model[1]}.x or "
                                "newer in the Deployment, or export with the serving image's TensorFlow")
     return SkewCheck(model_tf, model_source, image, served, False, note + " (check turned off)")

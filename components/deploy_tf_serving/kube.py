@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kfp_tabular.errors import ClusterError, ConfigError
+from kfp_tabular.text import clause
 
 IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
 
@@ -75,7 +76,7 @@ class Kube:
         except ApiException as error:
             raise api_error(what, error, self.where) from None
         except (HTTPError, OSError) as error:
-            raise ClusterError(f"cannot reach the Kubernetes API at {self.where} to {what}: {error}. Check the "
+            raise ClusterError(f"cannot reach the Kubernetes API at {self.where} to {what}: {clause(error)}. Check the "
                                "kubeconfig / in-cluster configuration and the network from this pod") from None
         data = response.data
         return data.decode("utf-8", "replace") if not raw else json.loads(data)
@@ -155,5 +156,5 @@ def connect(access: KubeAccess) -> Kube:
         config.load_incluster_config(client_configuration=configuration)
         return Kube(client.ApiClient(configuration), access, configuration.host)
     except (ConfigException, OSError) as error:
-        raise ClusterError(f"cannot configure the Kubernetes client: {error}. Inside a pod the ServiceAccount "
+        raise ClusterError(f"cannot configure the Kubernetes client: {clause(error)}. Inside a pod the ServiceAccount "
                            "token must be mounted; outside, pass a kubeconfig or a host") from None

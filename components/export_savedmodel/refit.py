@@ -14,6 +14,7 @@ from typing import Any
 from kfp_tabular.components._shared.ensemble import ENSEMBLE_KEYS, describe_ensemble
 from kfp_tabular.components.export_savedmodel.families import blocking_reason
 from kfp_tabular.errors import UnsupportedModelError
+from kfp_tabular.text import clause
 
 SUFFIX = "Exportable"
 
@@ -54,7 +55,7 @@ def refit_exportable_ensemble(predictor: Any, structure: Any, blocking: dict[str
         names = clone.fit_weighted_ensemble(base_models=candidates, name_suffix=SUFFIX)
     except Exception as exc:  # AutoGluon raises plain exceptions (e.g. cache_data=False at fit)
         raise UnsupportedModelError(
-            f"AutoGluon could not refit the weighted ensemble over {candidates}: {exc}. Retrain with "
+            f"AutoGluon could not refit the weighted ensemble over {candidates}: {clause(exc)}. Retrain with "
             "presets='deployable' (or with cache_data=True)."
         ) from exc
     if not names:

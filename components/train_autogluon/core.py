@@ -27,6 +27,7 @@ from kfp_tabular.components.train_autogluon.presets import (
     preset_hyperparameters,
 )
 from kfp_tabular.errors import ConfigError, DataValidationError, ModelError
+from kfp_tabular.text import clause
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -257,7 +258,7 @@ def _fit(train: pd.DataFrame, validation: pd.DataFrame, model_dir: Path, config:
         predictor.fit(train, tuning_data=validation, num_cpus=num_cpus, **fit_kwargs(config))
     except Exception as exc:  # AutoGluon raises plain RuntimeError/ValueError/AssertionError
         raise ModelError(
-            f"AutoGluon could not train on {config.label!r} with presets={config.presets!r}: {exc}. "
+            f"AutoGluon could not train on {config.label!r} with presets={config.presets!r}: {clause(exc)}. "
             "Check the hyperparameters, raise time_limit_s, or read the AutoGluon log above."
         ) from exc
     return predictor

@@ -17,10 +17,8 @@ from kfp_tabular.text import clause, sentence
 
 ROOT = Path(__file__).resolve().parents[2]
 # where a message is composed from another message (an exception, a reason)
-COMPOSING = [*sorted((ROOT / "components" / "explain_shap").glob("*.py")),
-             *sorted((ROOT / "components" / "ingest_data").glob("*.py")),
-             *sorted((ROOT / "pipelines").glob("*.py")),
-             ROOT / "src" / "kfp_tabular" / "cli.py", ROOT / "src" / "kfp_tabular" / "console.py"]
+COMPOSING = sorted(path for folder in ("components", "pipelines", "src/kfp_tabular")
+                   for path in (ROOT / folder).rglob("*.py") if "__pycache__" not in path.parts)
 MESSAGE_NAMES = re.compile(r"^(exc|error|err|reason|message|msg|note|cause)$")
 
 

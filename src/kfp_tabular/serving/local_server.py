@@ -45,6 +45,7 @@ from kfp_tabular.components.export_savedmodel.signature import SIGNATURE_KEY
 from kfp_tabular.errors import ConfigError
 from kfp_tabular.serving.local_metrics import PROMETHEUS_PATH, ServingMetrics
 from kfp_tabular.serving.local_models import ServedModel, ServingError, status_code
+from kfp_tabular.text import clause
 
 log = logging.getLogger(__name__)
 
@@ -410,7 +411,7 @@ class LocalServer:
         except (OSError, RuntimeError) as error:
             self.stop()
             raise ConfigError(f"cannot listen on {self.host} (REST port {self.port}, gRPC port {self.grpc_port}): "
-                              f"{error}. Choose free ports with --port / --grpc-port.") from error
+                              f"{clause(error)}. Choose free ports with --port / --grpc-port.") from error
         self._http_thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
                                              name="rest", daemon=True)
         self._http_thread.start()
