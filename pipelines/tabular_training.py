@@ -79,6 +79,7 @@ def tabular_training(
     refit_ensemble: bool = False,
     model_repository_uri: str = "",
     model_version: int = 0,
+    require_conditional_writes: bool = True,
     deploy: bool = False,
     serving_namespace: str = "kfp-tabular",
     allow_version_skew: bool = False,
@@ -112,6 +113,8 @@ def tabular_training(
         model_repository_uri: Where to publish the blessed SavedModel as a numbered, checksummed version
             (``s3://bucket/models/<name>`` or a folder); empty: do not publish.
         model_version: Version to publish as; 0: the next free one.
+        require_conditional_writes: Refuse an S3 store that ignores ``If-None-Match`` (two publishers could
+            claim one version there); False: accept it, safe with one publisher at a time only.
         deploy: Roll the published version out to the TF Serving Deployment of ``serving_namespace``, smoke-test it
             and roll back on failure. Needs a cluster with manifests/ applied and the run's service account
             bound to the ``kfp-tabular-deployer`` Role (``kfp-tabular submit --service-account``).
@@ -186,6 +189,7 @@ def tabular_training(
                 savedmodel=export.outputs["savedmodel"],
                 repository_uri=model_repository_uri,
                 version=model_version,
+                require_conditional_writes=require_conditional_writes,
                 train_data=ingest.outputs["train_data"],
                 model=train.outputs["model"],
             )

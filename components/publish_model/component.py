@@ -15,6 +15,7 @@ def publish_model(
     published_model: Output[Model],
     report: Output[Markdown],
     version: int = 0,
+    require_conditional_writes: bool = True,
     train_data: Optional[Input[Dataset]] = None,  # noqa: UP045 - KFP reads Optional[...] as "optional input"
     model: Optional[Input[Model]] = None,  # noqa: UP045
 ):
@@ -36,6 +37,8 @@ def publish_model(
             resumed / unchanged), ``commit_mechanism`` and ``lineage``.
         report: Markdown: version, URI, digest and lineage.
         version: Version to publish as; 0 (or negative) means the next free one.
+        require_conditional_writes: Refuse an S3 store that ignores ``If-None-Match``; False falls back to an
+            existence check and a read-back, safe with one publisher at a time only.
         train_data: Optional training split from ``ingest_data``: its sha256 goes into the lineage.
         model: Optional predictor from ``train_autogluon``: its AutoGluon version goes into the lineage.
     """
@@ -47,6 +50,7 @@ def publish_model(
 
     lineage = build_lineage(savedmodel.metadata, train_data.metadata if train_data else None,
                             model.metadata if model else None, os.environ.get("KFP_TABULAR_IMAGE") or IMAGE)
-    result = publish(Path(savedmodel.path), PublishConfig(repository_uri, version if version > 0 else None),
+    result = publish(Path(savedmodel.path), PublishConfig(repository_uri, version if version > 0 else None,
+                                                              require_conditional_writes),
                      lineage, Path(report.path), Path(published_model.path))
     published_model.metadata.update(result.metadata)

@@ -84,6 +84,7 @@ def _run_arguments(args: argparse.Namespace) -> dict:
         "eval_metric": args.eval_metric,
         "refit_ensemble": True if args.refit_ensemble else None,
         "model_repository_uri": args.model_repository,
+        "require_conditional_writes": False if args.allow_unconditional_store else None,
         "min_rows": args.min_rows,
         "validation_fraction": args.validation_fraction,
         "test_fraction": args.test_fraction,
@@ -292,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="export a weighted ensemble refitted over the exportable models only")
     p.add_argument("--model-repository", help="publish the blessed model as the next version of this repository "
                    "(a folder or s3://bucket/models/<name>)")
+    p.add_argument("--allow-unconditional-store", action="store_true",
+                   help="publish to an S3 store that ignores If-None-Match (safe with one publisher at a time only)")
     p.add_argument("--serve", action="store_true", help="then serve the published model locally (a stand-in for "
                    "TF Serving) and show one prediction; publishes to <output>/models/tabular by default")
     p.add_argument("--min-rows", type=int, help="refuse a table with fewer labelled rows (default 50)")

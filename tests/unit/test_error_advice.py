@@ -41,17 +41,15 @@ ADVICE: dict[str, tuple[str, str | None]] = {
     "background_size": ("explain_background_size", "--explain-background-size"),
     # deploy runs only on a cluster (kfp-tabular submit --param allow_version_skew=true), never in a local run
     "allow_version_skew": ("allow_version_skew", None),
+    "require_conditional_writes": ("require_conditional_writes", "--allow-unconditional-store"),
 }
 # names in messages that are not options of the pipeline, and why
 NOT_OPTIONS = {
     "stable": "an example label in `serve --version-label stable=3`",
     "cache_data": "AutoGluon's fit option, on by default; train_autogluon never turns it off",
-    "require_conditional_writes": "the `publish` command's --allow-unconditional-store (see KNOWN_GAPS)",
 }
 # advice the pipeline cannot follow yet; each is a defect to fix in the component named
-KNOWN_GAPS = {
-    "require_conditional_writes": "publish_model has no parameter for a store without If-None-Match",
-}
+KNOWN_GAPS: dict[str, str] = {}
 # --flags in component messages that a local run reaches through the environment (a Secret on a cluster)
 ENVIRONMENT_FLAGS = {"--connect-timeout": "S3_CONNECT_TIMEOUT_S", "--read-timeout": "S3_READ_TIMEOUT_S",
                      "--retries": "S3_RETRIES"}
@@ -177,6 +175,5 @@ def test_ingest_component_default_minimum_is_the_cores():
     assert tabular_training.component_spec.inputs["min_rows"].default == MIN_ROWS
 
 
-@pytest.mark.xfail(strict=True, reason="publish_model cannot turn off conditional writes yet (KNOWN_GAPS)")
 def test_no_known_gaps():
     assert not KNOWN_GAPS
