@@ -30,6 +30,7 @@ from typing import Any, TextIO
 import yaml
 
 from kfp_tabular.errors import KfpTabularError
+from kfp_tabular.text import clause
 
 IN_CLUSTER_HOST = "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
 SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"  # kfp.client.KF_PIPELINES_SA_TOKEN_PATH
@@ -204,10 +205,10 @@ def explain_api_error(exc: Any, host: str, namespace: str | None, credentials: C
                 "it: check the profile name (`kubectl get profiles`, or the namespace chosen at the top of the "
                 "dashboard) and that your account or ServiceAccount is a contributor to it.")
     if status == 400:
-        return f"The KFP API at {host} rejected the run (400 InvalidArgument): {message}."
+        return f"The KFP API at {host} rejected the run (400 InvalidArgument): {clause(message)}."
     if status == 404:
-        return f"The KFP API at {host} found no such resource (404): {message}."
-    return f"The KFP API at {host} answered {status} {exc.reason}: {message}."
+        return f"The KFP API at {host} found no such resource (404): {clause(message)}."
+    return f"The KFP API at {host} answered {status} {exc.reason}: {clause(message)}."
 
 
 def _unreachable(host: str, reason: object) -> SubmitError:
@@ -376,7 +377,7 @@ def submit_and_report(package: Path, params: dict[str, str], *, wait: bool, time
     if final.state == "SUCCEEDED":
         print(f"Run {run.run_id} succeeded in {took}: {run.url}")
         return 0
-    error = f": {final.error.message}" if final.error and final.error.message else ""
-    print(f"kfp-tabular: the run {final.state} after {took}{error}. The failing step's logs: {run.url}",
+    detail = f": {clause(final.error.message)}" if final.error and final.error.message else ""
+    print(f"kfp-tabular: the run {final.state} after {took}{detail}. The failing step's logs: {run.url}",
           file=sys.stderr)
     return 1
