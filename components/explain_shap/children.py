@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from kfp_tabular.components.explain_shap import kernels
+from kfp_tabular.components.explain_shap.explanation import FLOAT32_EPS, output_scale, relative_gap
 from kfp_tabular.components.explain_shap.trees import (
     Forest,
     forest_from_lightgbm,
@@ -37,8 +38,9 @@ from kfp_tabular.components.explain_shap.trees import (
 )
 from kfp_tabular.errors import ModelError
 
-# A child's own reconstruction must match its predict_proba this closely, relative to max(1, |output|):
-# XGBoost sums its trees in float32 and AutoGluon returns float32 regression predictions.
+# A child's own reconstruction must match its predict_proba this closely, relative to the per-output scale
+# max(1, max |output|) (probabilities: absolute): AutoGluon returns float32 regression predictions. A child that
+# sums n terms in float32 itself (XGBoost: its trees) may be off by up to n × FLOAT32_EPS of the scale more.
 CHILD_PARITY_TOLERANCE = 1e-6
 # Coalitions of at most 2^MAX_LINK_PLAYERS per (row, background row) for sigmoid / softmax children.
 MAX_LINK_PLAYERS = 12
@@ -58,6 +60,7 @@ class ChildShapley:
     values: np.ndarray  # (rows, features, outputs)
     base: np.ndarray  # (outputs,) mean output over the background
     predictions: np.ndarray  # (rows, outputs) the child's own output on the explained rows
+    rounding: np.ndarray  # (outputs,) how far the model's own float32 sums may be off them (absolute)
 
 
 @dataclass
@@ -75,6 +78,7 @@ class ChildGame:
     offset: np.ndarray | None = None  # constant margin added to the trees / the linear terms
     hx: np.ndarray | None = None  # additive models: per-feature margin terms (rows, features, margins)
     hb: np.ndarray | None = None
+    float32_terms: int = 0  # terms the model itself sums in float32 per output (XGBoost: rounds + base score)
 
     def players_used(self) -> int:
         """Raw features whose value can change this child's output."""
@@ -183,18 +187,19 @@ def apply_link(margin: np.ndarray, link: int) -> np.ndarray:
 def explain_child(game: ChildGame, native_x: np.ndarray, native_b: np.ndarray, n_outputs: int) -> ChildShapley:
     """Check the game reproduces the child, then compute its Shapley values in AutoGluon's output columns."""
     own_x, own_b = _to_outputs(game, game.outputs("x"), n_outputs), _to_outputs(game, game.outputs("b"), n_outputs)
+    rounding = game.float32_terms * FLOAT32_EPS
+    tolerance = CHILD_PARITY_TOLERANCE + rounding
     for own, native, rows in ((own_x, native_x, "explained"), (own_b, native_b, "background")):
-        # Relative for large regression targets: AutoGluon returns float32 predictions.
-        gaps = np.abs(own - native) / np.maximum(1.0, np.abs(native))
-        gap = float(gaps.max()) if own.size else 0.0
-        if not gap <= CHILD_PARITY_TOLERANCE:
+        gap = relative_gap(own, native)
+        if not gap <= tolerance:
             raise ModelError(
                 f"{game.name}: the exact SHAP re-implementation differs from the model's own prediction by "
-                f"{gap:.3g} on the {rows} rows; this model variant is not supported exactly. Use "
-                "method='permutation'."
+                f"{gap:.3g} of the output scale on the {rows} rows (bound {tolerance:.3g}); this model variant is "
+                "not supported exactly. Use method='permutation'."
             )
     values = _to_outputs(game, game.shapley(), n_outputs)
-    return ChildShapley(values=values, base=own_b.mean(axis=0), predictions=own_x)
+    scale = np.maximum(output_scale(native_x), output_scale(native_b))
+    return ChildShapley(values=values, base=own_b.mean(axis=0), predictions=own_x, rounding=rounding * scale)
 
 
 def _to_outputs(game: ChildGame, array: np.ndarray, n_outputs: int) -> np.ndarray:
@@ -287,7 +292,7 @@ def _xgboost_game(child, name, problem_type, group_of, n_features, x, b) -> Chil
         raise ModelError(f"{name}: {sx.shape[1]} encoded columns but {len(source)} expected from the encoder.")
     game = ChildGame(name, link, _default_columns(problem_type, forest.n_outputs), n_features, forest=forest,
                      groups=_groups(source, group_of, name), x=_csr_to_dense(sx), b=_csr_to_dense(sb),
-                     offset=np.zeros(forest.n_outputs))
+                     offset=np.zeros(forest.n_outputs), float32_terms=xgboost_rounds(model) + 1)
     # The intercept (base_score, in margin space, per class in XGBoost 3) is read off the booster's own margins.
     import xgboost
 

@@ -19,6 +19,8 @@ def explain_shap(
     background_size: int = 100,
     max_rows: int = 500,
     seed: int = 0,
+    sample_budget: int = 512,
+    time_budget_s: float = 300.0,
 ):
     """Explain the model's predictions with SHAP values: exact for tree and linear ensembles, else sampled.
 
@@ -30,23 +32,29 @@ def explain_shap(
             feature_value_numeric; ``class`` is absent for regression. Metadata: method, reason, outputs,
             truncation (which classes the report, summary and metrics leave out; every class is in here).
         metrics: ``importance/<feature>`` (mean |SHAP|), ``base_value/<output>`` (at most 50 classes),
-            ``rows_explained``, ``background_rows``, ``max_additivity_error`` and ``exact`` (1 when the values
-            are exact).
+            ``rows_explained``, ``background_rows``, ``max_additivity_error`` (relative to the output's scale,
+            max(1, largest |prediction|); probabilities: absolute), ``additivity_tolerance`` (its bound) and
+            ``exact`` (1 when the values are exact).
         report: Self-contained HTML: importance bars, beeswarm, dependence and waterfall plots.
         summary: Plain-language Markdown summary of what drives the predictions.
         method: ``auto`` (exact ensemble TreeSHAP when every model is LightGBM, XGBoost, random forest,
-            extra trees or linear; otherwise shap's Kernel explainer, exact, for up to 9 features, else its
-            sampled Permutation explainer), ``exact_tree``, ``permutation`` or ``kernel``. The model-agnostic
-            fallbacks cost about 512 × background_size predictions per explained row.
+            extra trees or linear; otherwise shap's sampled Permutation explainer), ``exact_tree``,
+            ``permutation`` or ``kernel`` (shap's Kernel explainer, slowest, only when named; exact when
+            ``sample_budget`` covers all 2^features coalitions). The model-agnostic explainers cost about
+            sample_budget × background_size predictions per explained row.
         background_size: Background rows sampled from ``background_data``.
         max_rows: Rows sampled from ``explain_data``.
         seed: Seed of the samples and of the sampling explainers.
+        sample_budget: Model evaluations per explained row for ``permutation`` / ``kernel``.
+        time_budget_s: Seconds ``permutation`` / ``kernel`` may take; the step logs rows done, rate and ETA, and
+            fails (naming this setting) as soon as its projected time exceeds the budget.
     """
     from pathlib import Path
 
     from kfp_tabular.components.explain_shap.core import ExplainConfig, explain
 
-    config = ExplainConfig(method=method, background_size=background_size, max_rows=max_rows, seed=seed)
+    config = ExplainConfig(method=method, background_size=background_size, max_rows=max_rows, seed=seed,
+                           sample_budget=sample_budget, time_budget_s=time_budget_s)
     result = explain(Path(model.path), Path(background_data.path), Path(explain_data.path), config,
                      Path(shap_values.path), Path(report.path), Path(summary.path))
     shap_values.metadata.update({"method": result.method, "reason": result.reason, "outputs": result.outputs,

@@ -1,9 +1,9 @@
 """``explain_shap`` core: SHAP values of an AutoGluon predictor → Parquet, metrics, HTML report, Markdown summary.
 
 ``auto`` uses the exact ensemble TreeSHAP (``exact_tree.py``) when every model of the ensemble is a supported
-tree or linear family and its reconstruction matches the predictor; otherwise it falls back to shap's Kernel
-explainer when the sample budget covers every feature coalition (exact, at 2^features × background
-predictions per row) or to its Permutation explainer (sampled), and says why.
+tree or linear family and its reconstruction matches the predictor; otherwise it falls back to shap's Permutation
+explainer (sampled, within ``time_budget_s``, with progress lines), and says why. shap's Kernel explainer runs only
+when asked for by name (``method="kernel"``): it is the slowest of all.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import pandas as pd
 
 from kfp_tabular.components._shared.files import all_or_nothing, atomic_path, write_text_atomic
 from kfp_tabular.components._shared.predictor import load_predictor
+from kfp_tabular.components.explain_shap.agnostic import DEFAULT_TIME_BUDGET_S, quiet_libraries
 from kfp_tabular.components.explain_shap.data import align_dtypes, read_rows, sample
-from kfp_tabular.components.explain_shap.explanation import Explanation, model_outputs
+from kfp_tabular.components.explain_shap.explanation import Explanation, model_outputs, relative_gap
 from kfp_tabular.components.explain_shap.report import MAX_BEESWARMS, MAX_CLASS_COLUMNS, render_report
 from kfp_tabular.components.explain_shap.summary import MAX_SUMMARY_BASES, importance, summarize, top_outputs
 from kfp_tabular.errors import ConfigError, ModelError
@@ -27,8 +28,6 @@ from kfp_tabular.text import clause
 
 LOGGER = logging.getLogger(__name__)
 METHODS = ("auto", "exact_tree", "permutation", "kernel")
-# base + sum(SHAP) must equal the prediction within this, relative to max(1, |prediction|) (float32 outputs).
-ADDITIVITY_TOLERANCE = 1e-6
 # ``base_value/<class>`` metrics logged at most (the classes with the largest mean |SHAP|); KFP shows every
 # metric in one table. The SHAP values Parquet holds every class's base value.
 MAX_OUTPUT_METRICS = 50
@@ -39,14 +38,15 @@ class ExplainConfig:
     """Settings of one explanation.
 
     Attributes:
-        method: ``auto`` (exact ensemble TreeSHAP when possible; else Kernel SHAP if ``sample_budget`` covers
-            every feature coalition, which makes it exact, or permutation), ``exact_tree``, ``permutation`` or
-            ``kernel``.
+        method: ``auto`` (exact ensemble TreeSHAP when possible, else permutation), ``exact_tree``,
+            ``permutation`` or ``kernel`` (only by name; exact when ``sample_budget`` covers every coalition).
         background_size: Background rows sampled (seeded) from the background data.
         max_rows: Rows sampled (seeded) from the data to explain.
         seed: Seed of both samples and of the model-agnostic explainers.
         sample_budget: Model evaluations per explained row for ``permutation`` / ``kernel`` (each evaluation
             averages over the background rows).
+        time_budget_s: Seconds the ``permutation`` / ``kernel`` explainer may take; the step fails, naming this
+            setting, as soon as its projected time exceeds it (the exact method is not limited).
     """
 
     method: str = "auto"
@@ -54,6 +54,7 @@ class ExplainConfig:
     max_rows: int = 500
     seed: int = 0
     sample_budget: int = 512
+    time_budget_s: float = DEFAULT_TIME_BUDGET_S
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -64,6 +65,9 @@ class ExplainConfig:
                 raise ConfigError(f"{name} must be a positive integer; got {value!r}.")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer; got {self.seed!r}.")
+        budget = self.time_budget_s
+        if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget < float("inf"):
+            raise ConfigError(f"time_budget_s must be a positive number of seconds; got {budget!r}.")
 
 
 @dataclass
@@ -73,8 +77,9 @@ class ExplainResult:
     Attributes:
         method: Method actually used (``exact_tree``, ``permutation`` or ``kernel``).
         metrics: ``importance/<feature>`` (mean |SHAP|), ``base_value/<output>`` (at most
-            ``MAX_OUTPUT_METRICS`` outputs), ``rows_explained``, ``background_rows``, ``max_additivity_error``,
-            ``exact`` (1.0 when the values are exact Shapley values, 0.0 when sampled).
+            ``MAX_OUTPUT_METRICS`` outputs), ``rows_explained``, ``background_rows``, ``max_additivity_error``
+            (relative to the per-output scale ``max(1, max |output|)``; probabilities: absolute),
+            ``additivity_tolerance`` (the bound the method guarantees on it), ``exact`` (1.0 when the values are exact Shapley values, 0.0 when sampled).
         base_values: Base value per output (class probability, or the regression prediction).
         summary_markdown: The plain-language summary also written to ``summary_path``.
         reason: Why this method was used (e.g. why ``auto`` fell back to a model-agnostic explainer).
@@ -92,9 +97,12 @@ class ExplainResult:
 
 
 def additivity_error(explanation: Explanation, predictions: np.ndarray) -> float:
-    """Largest |base + sum(SHAP) - prediction| / max(1, |prediction|) over rows and outputs."""
-    gap = np.abs(explanation.reconstruction() - predictions) / np.maximum(1.0, np.abs(predictions))
-    return float(gap.max()) if gap.size else 0.0
+    """Largest |base + sum(SHAP) - prediction| over rows and outputs, relative to the output's scale.
+
+    The scale is ``max(1, max over rows |prediction|)`` per output (``explanation.output_scale``): 1 for
+    probabilities, the largest predicted magnitude for regression, whose float32 outputs round relative to it.
+    """
+    return relative_gap(explanation.reconstruction(), predictions)
 
 
 def run_method(predictor: Any, background: pd.DataFrame, rows: pd.DataFrame, predictions: np.ndarray,
@@ -104,11 +112,13 @@ def run_method(predictor: Any, background: pd.DataFrame, rows: pd.DataFrame, pre
         from kfp_tabular.components.explain_shap.exact_tree import explain_exact
 
         try:
-            explanation = explain_exact(predictor, background, rows)
+            with quiet_libraries():  # numba logs its compiler passes at DEBUG
+                explanation = explain_exact(predictor, background, rows)
             error = additivity_error(explanation, predictions)
-            if not error <= ADDITIVITY_TOLERANCE:
-                raise ModelError(f"Exact SHAP does not add up to the predictor's output (error {error:.3g}); the "
-                                 "ensemble has a step this method does not model.")
+            if not error <= explanation.tolerance:
+                raise ModelError(f"Exact SHAP does not add up to the predictor's output (error {error:.3g} of the "
+                                 f"output scale, bound {explanation.tolerance:.3g}); the ensemble has a step this "
+                                 "method does not model.")
             return explanation, "every model of the ensemble is a supported tree or linear family"
         except ModelError as exc:
             if config.method == "exact_tree":
@@ -122,12 +132,11 @@ def run_method(predictor: Any, background: pd.DataFrame, rows: pd.DataFrame, pre
         reason = f"method '{config.method}' was requested"
     from kfp_tabular.components.explain_shap.agnostic import explain_agnostic
 
-    method = config.method
-    if method == "auto":
-        # With few features the budget covers every coalition: Kernel SHAP is then exact; else permutation.
-        method = "kernel" if 2 ** len(rows.columns) - 2 <= config.sample_budget else "permutation"
+    # Never Kernel SHAP unless asked for by name: it is far slower than permutation at the same error.
+    method = "permutation" if config.method == "auto" else config.method
     LOGGER.warning("Explaining with shap's %s explainer: %s", method, reason)
-    explanation = explain_agnostic(predictor, background, rows, method, config.sample_budget, config.seed)
+    explanation = explain_agnostic(predictor, background, rows, method, config.sample_budget, config.seed,
+                                   time_budget_s=config.time_budget_s)
     return explanation, reason
 
 
@@ -187,6 +196,7 @@ def method_text(explanation: Explanation, problem_type: str, reason: str, n_back
     else:
         space = "the probability of each class"
     rows = explanation.values.shape[0]
+    scale = " of its largest magnitude" if problem_type == "regression" else ""
     if explanation.method == "exact_tree":
         how = ("exact ensemble TreeSHAP: exact interventional Shapley values of the whole AutoGluon ensemble "
                "(every bagged child explained on its own encoding of the data, combined with the ensemble weights)")
@@ -199,7 +209,7 @@ def method_text(explanation: Explanation, problem_type: str, reason: str, n_back
         how = (f"shap {name}Explainer on the whole predictor, approximate ({sample_budget} model evaluations per "
                f"row), because {reason}")
     return (f"Method: {how}. Output explained: {space}. {rows} rows explained against {n_background} background "
-            f"rows; base value + SHAP values reproduce the model's output within {error:.1g}.")
+            f"rows; base value + SHAP values reproduce the model's output within {error:.1g}{scale}.")
 
 
 def explain(model_dir: Path, background_path: Path, rows_path: Path, config: ExplainConfig, values_path: Path,
@@ -216,6 +226,7 @@ def explain(model_dir: Path, background_path: Path, rows_path: Path, config: Exp
         summary_path: Output Markdown summary.
 
     Raises:
+        TimeBudgetError: the ``permutation`` / ``kernel`` explainer would run past ``config.time_budget_s``.
         DataSourceError: an input file is missing.
         DataValidationError: an input is not Parquet, empty, or lacks model feature columns.
         ModelError: the model cannot be loaded, or ``exact_tree`` was asked for an unsupported ensemble.
@@ -241,7 +252,8 @@ def explain(model_dir: Path, background_path: Path, rows_path: Path, config: Exp
         metrics.update({f"base_value/{explanation.outputs[k]}": float(explanation.base_values[k])
                         for k in sorted(top_outputs(explanation, MAX_OUTPUT_METRICS))})
         metrics.update(rows_explained=float(len(rows)), background_rows=float(len(background)),
-                       max_additivity_error=error, exact=float(explanation.exact))
+                       max_additivity_error=error, additivity_tolerance=float(explanation.tolerance),
+                       exact=float(explanation.exact))
         _write_parquet(values_table(explanation, rows, predictor.problem_type != "regression"), values_path)
         write_text_atomic(summary_path, summary)
         truncation = truncation_note(len(explanation.outputs))

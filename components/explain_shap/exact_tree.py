@@ -23,7 +23,12 @@ from kfp_tabular.components.explain_shap.children import (
     explain_child,
     native_outputs,
 )
-from kfp_tabular.components.explain_shap.explanation import Explanation, output_names
+from kfp_tabular.components.explain_shap.explanation import (
+    ADDITIVITY_TOLERANCE,
+    Explanation,
+    output_names,
+    output_scale,
+)
 from kfp_tabular.errors import ModelError
 from kfp_tabular.text import clause
 
@@ -92,6 +97,7 @@ def explain_exact(predictor: Any, background: pd.DataFrame, rows: pd.DataFrame,
     x, b = predictor.transform_features(rows), predictor.transform_features(background)
     values = np.zeros((len(rows), len(features), len(outputs)))
     base = np.zeros(len(outputs))
+    rounding = np.zeros(len(outputs))
     total_weight = sum(m.weight for m in structure.members)
     for member in structure.members:
         share = member.weight / total_weight / len(member.children)
@@ -103,6 +109,10 @@ def explain_exact(predictor: Any, background: pd.DataFrame, rows: pd.DataFrame,
             result = explain_child(game, native_x, native_b, len(outputs))
             values += share * result.values
             base += share * result.base
-    return Explanation(values=values, base_values=base, features=features, outputs=outputs, method="exact_tree",
-                       exact=True)
+            rounding += share * result.rounding
+    explanation = Explanation(values=values, base_values=base, features=features, outputs=outputs,
+                              method="exact_tree", exact=True)
+    # The members' own float32 sums pass into the ensemble's output with their weights.
+    explanation.tolerance = ADDITIVITY_TOLERANCE + float((rounding / output_scale(explanation.reconstruction())).max())
+    return explanation
 

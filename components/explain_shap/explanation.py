@@ -13,6 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# Unit roundoff of float32: XGBoost sums its trees in float32 and AutoGluon returns float32 regression outputs.
+FLOAT32_EPS = 2.0**-24
+# base + sum(SHAP) must equal the model output within this, relative to ``output_scale`` (probabilities: absolute),
+# plus what the model's own float32 sums may add (``Explanation.tolerance``).
+ADDITIVITY_TOLERANCE = 1e-6
+
 
 @dataclass
 class Explanation:
@@ -25,6 +31,8 @@ class Explanation:
         outputs: Class names (binary: the positive class only) or the label name (regression).
         method: ``exact_tree``, ``permutation``, ``kernel`` or ``brute_force``.
         exact: Whether the values are the exact Shapley values (not sampled estimates).
+        tolerance: Bound on ``relative_gap(reconstruction(), model output)`` that the method guarantees; above the
+            default only where the model itself rounds in float32 (see ``children.explain_child``).
     """
 
     values: np.ndarray
@@ -33,10 +41,30 @@ class Explanation:
     outputs: list[str]
     method: str
     exact: bool = False
+    tolerance: float = ADDITIVITY_TOLERANCE
 
     def reconstruction(self) -> np.ndarray:
         """``base + sum of SHAP values`` per row and output; equals the model output when additive."""
         return self.base_values[None, :] + self.values.sum(axis=1)
+
+
+def output_scale(reference: np.ndarray) -> np.ndarray:
+    """Per-output scale of ``(rows, outputs)`` values: ``max(1, max over rows of |value|)``.
+
+    Probabilities get 1 (an absolute bound); regression outputs their largest magnitude, so a bound relative to it
+    tolerates float32 rounding of large targets, also on rows whose own output is near 0.
+    """
+    reference = np.asarray(reference, dtype=np.float64)
+    if not reference.size:
+        return np.ones(reference.shape[-1:])
+    return np.maximum(1.0, np.abs(reference).max(axis=0))
+
+
+def relative_gap(values: np.ndarray, reference: np.ndarray) -> float:
+    """Largest ``|values - reference|`` over rows and outputs, divided by the output's ``output_scale``."""
+    if not np.size(reference):
+        return 0.0
+    return float((np.abs(values - reference) / output_scale(reference)).max())
 
 
 def output_names(predictor: Any) -> list[str]:

@@ -73,8 +73,8 @@ def test_auto_falls_back_to_permutation_for_other_families(knn_predictor, splits
     assert "PermutationExplainer" in result.summary_markdown and "KNN" in result.summary_markdown
 
 
-def test_auto_uses_exact_kernel_shap_when_the_budget_covers_every_coalition(knn_predictor, splits, tmp_path):
-    config = ExplainConfig(background_size=10, max_rows=3, sample_budget=2**7)  # penguins: 7 features
+def test_kernel_shap_by_name_is_exact_when_the_budget_covers_every_coalition(knn_predictor, splits, tmp_path):
+    config = ExplainConfig(method="kernel", background_size=10, max_rows=3, sample_budget=2**7)  # 7 features
     result = explain(Path(knn_predictor.path), splits[0], splits[1], config, *_outputs(tmp_path))
 
     assert result.method == "kernel" and result.metrics["exact"] == 1.0
