@@ -71,9 +71,9 @@ def main() -> None:
               f"{len(background)} background rows; {len(rows)} rows explained")
 
         explain_exact(predictor, background.iloc[:5], rows.iloc[:2])  # warm-up: numba kernels, model loading
-        explain_agnostic(predictor, background.iloc[:5], rows.iloc[:1], "kernel")
+        explain_agnostic(predictor, background.iloc[:5], rows.iloc[:1], "kernel", time_budget_s=None)
         exact_s, exact = timed(lambda: explain_exact(predictor, background, rows), args.repeats)
-        kernel_s, kernel = timed(lambda: explain_agnostic(predictor, background, rows, "kernel"), 1)
+        kernel_s, kernel = timed(lambda: explain_agnostic(predictor, background, rows, "kernel", time_budget_s=None), 1)
         brute_s, brute = timed(lambda: explain_brute_force(predictor, background, rows), 1)
         predicted = model_outputs(predictor, rows)
         per_model = []
@@ -82,7 +82,7 @@ def main() -> None:
             explain_exact(predictor, background.iloc[:5], rows.iloc[:2], model=name)  # warm-up
             seconds, result = timed(lambda name=name: explain_exact(predictor, background, rows, model=name), 1)
             kernel_seconds, _ = timed(lambda name=name: explain_agnostic(predictor, background, few, "kernel",
-                                                                         model=name), 1)
+                                                                         model=name, time_budget_s=None), 1)
             additive = float(np.abs(result.reconstruction() - model_outputs(predictor, rows, name)).max())
             per_model.append((name, seconds / len(rows), kernel_seconds / len(few), additive))
 

@@ -74,3 +74,16 @@ def test_component_shell_passes_the_budgets_on(knn_predictor, splits, tmp_path):
             report=artifact["report"], summary=artifact["summary"], background_size=5, max_rows=10,
             sample_budget=16, time_budget_s=0.001,
         )
+
+
+def test_exact_method_keeps_shap_and_numba_out_of_the_log(fit_penguins, splits, caplog, tmp_path):
+    """numba logs its compiler passes at DEBUG: this bites when the kernels compile (run with an empty
+    NUMBA_CACHE_DIR to see it fail without ``quiet_libraries``)."""
+    predictor = fit_penguins("binary")
+    caplog.set_level(logging.DEBUG)
+
+    result = explain(Path(predictor.path), splits[0], splits[1], ExplainConfig(background_size=10, max_rows=5),
+                     *_outputs(tmp_path))
+
+    assert result.method == "exact_tree"
+    assert not [r.name for r in caplog.records if r.name.split(".")[0] in {"shap", "numba"}]
