@@ -51,6 +51,7 @@ LABEL org.opencontainers.image.title="kfp-tabular" \
 ARG LIBGOMP1_VERSION=14.2.*
 RUN apt-get update \
     && apt-get install -y --no-install-recommends "libgomp1=${LIBGOMP1_VERSION}" \
+    && apt-get clean \
     && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --gid 1000 kfp \

@@ -1,6 +1,7 @@
 """The component image's Dockerfile: hadolint-clean, built from requirements.lock, non-root, labelled.
 
-No Docker engine runs here, so the Dockerfile is linted by hadolint and read instruction by instruction.
+Here the Dockerfile is linted by hadolint and read instruction by instruction; `make test-image` (tests/image)
+builds it with buildah and runs pipeline steps inside the result.
 """
 
 from __future__ import annotations
@@ -124,7 +125,35 @@ def test_runtime_runs_as_a_non_root_user_from_the_venv():
 def test_runtime_installs_libgomp_for_lightgbm_without_recommends():
     (apt,) = [r for r in _args(RUNTIME, "RUN") if "apt-get install" in r]
     assert "libgomp1" in apt and "--no-install-recommends" in apt
+    assert "apt-get clean" in apt, "a base without docker-clean apt hooks keeps the downloaded .deb otherwise"
     assert "rm -rf /var/lib/apt/lists/*" in apt
+
+
+# GCC runtime (libgomp1) of each Debian release a base may be built on, and the Python it ships.
+DEBIAN_RELEASES = {"bookworm": ("12.2.*", "3.11"), "trixie": ("14.2.*", "3.13")}
+
+
+def test_libgomp_pin_is_a_build_arg_matching_each_base_release():
+    (apt,) = [r for r in _args(RUNTIME, "RUN") if "apt-get install" in r]
+    assert '"libgomp1=${LIBGOMP1_VERSION}"' in apt
+    release = re.search(r"-slim-(\w+)", _arg_default(None, "BASE_IMAGE")).group(1)
+    assert _arg_default(RUNTIME, "LIBGOMP1_VERSION") == DEBIAN_RELEASES[release][0]
+    # The local stand-in base (make image without a Docker engine) is the release the script debootstraps, and
+    # the Makefile passes that release's pin; its Python is the one the lock was resolved for.
+    script = (ROOT / "scripts" / "build-base-image.sh").read_text()
+    suite = re.search(r"^SUITE=(\w+)$", script, re.MULTILINE).group(1)
+    pin, python = DEBIAN_RELEASES[suite]
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"$(if $(BASE_IMAGE),{DEBIAN_RELEASES[release][0]},{pin})" in makefile
+    assert f">={python}" in PYPROJECT["project"]["requires-python"]
+
+
+def test_the_ca_bundle_secret_reaches_pip_in_the_builder_only():
+    secret_runs = [r for r in _args(STAGES["builder"], "RUN") if "--mount=type=secret,id=ca_bundle" in r]
+    assert len(secret_runs) == 1 and "-r requirements.lock" in secret_runs[0]
+    assert "PIP_CERT=/run/secrets/ca_bundle" in secret_runs[0]
+    assert not [r for r in _args(RUNTIME, "RUN") if "--mount" in r]
+    assert not [c for c in _args(RUNTIME, "COPY") if "secret" in c or "ca-certificates" in c]
 
 
 def test_oci_labels_carry_the_version_from_a_build_arg():
