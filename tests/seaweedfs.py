@@ -147,6 +147,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         f"-volume.port.grpc={volume + 10000}",
         "-volume.preStopSeconds=0",
         "-master.volumeSizeLimitMB=64",
+        # weed server allows 8 volumes by default, and each new collection (bucket) grows 7 at once: the third
+        # collection of a session found no free volume ("No writable volumes and no free volumes left", HTTP 500).
+        "-volume.max=128",
         f"-filer.port={filer}",
         f"-filer.port.grpc={filer + 10000}",
         f"-filer.localSocket={folder / 'filer.sock'}",
