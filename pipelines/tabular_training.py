@@ -76,6 +76,8 @@ def tabular_training(
     explain_method: str = "auto",
     explain_background_size: int = 100,
     explain_max_rows: int = 500,
+    explain_sample_budget: int = 512,
+    explain_time_budget_s: float = 300.0,
     refit_ensemble: bool = False,
     model_repository_uri: str = "",
     model_version: int = 0,
@@ -109,6 +111,9 @@ def tabular_training(
         explain_method: ``auto``, ``exact_tree``, ``permutation`` or ``kernel``.
         explain_background_size: Background rows sampled from the train split for SHAP.
         explain_max_rows: Test rows explained.
+        explain_sample_budget: Model evaluations per row for the sampling explainers (permutation, kernel).
+        explain_time_budget_s: Longest the sampling explainers may take; the step fails early, with the projected
+            time, when the rows would not fit.
         refit_ensemble: Export a weighted ensemble refitted over exportable models only.
         model_repository_uri: Where to publish the blessed SavedModel as a numbered, checksummed version
             (``s3://bucket/models/<name>`` or a folder); empty: do not publish.
@@ -168,6 +173,8 @@ def tabular_training(
         method=explain_method,
         background_size=explain_background_size,
         max_rows=explain_max_rows,
+        sample_budget=explain_sample_budget,
+        time_budget_s=explain_time_budget_s,
         seed=seed,
     )
     _resources(explain, "2", "8Gi")

@@ -91,6 +91,8 @@ def _run_arguments(args: argparse.Namespace) -> dict:
         "explain_method": args.explain_method,
         "explain_background_size": args.explain_background_size,
         "explain_max_rows": args.explain_max_rows,
+        "explain_sample_budget": args.explain_sample_budget,
+        "explain_time_budget_s": args.explain_time_budget,
     }
     arguments.update({k: v for k, v in optional.items() if v is not None})
     return arguments
@@ -304,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SHAP method (default auto: exact TreeSHAP when the ensemble allows it)")
     p.add_argument("--explain-background-size", type=int, help="background rows for SHAP (default 100)")
     p.add_argument("--explain-max-rows", type=int, help="test rows explained (default 500)")
+    p.add_argument("--explain-sample-budget", type=int,
+                   help="model evaluations per row for the sampling explainers (default 512)")
+    p.add_argument("--explain-time-budget", type=float,
+                   help="seconds the sampling explainers may take before the step fails (default 300)")
     p.add_argument("--verbose", action="store_true", help="show KFP's full executor logs here, not only in the log file")
     p.set_defaults(func=_cmd_run)
 

@@ -39,6 +39,8 @@ ADVICE: dict[str, tuple[str, str | None]] = {
     "method": ("explain_method", "--explain-method"),  # explain_shap's parameter
     "max_rows": ("explain_max_rows", "--explain-max-rows"),
     "background_size": ("explain_background_size", "--explain-background-size"),
+    "sample_budget": ("explain_sample_budget", "--explain-sample-budget"),
+    "time_budget_s": ("explain_time_budget_s", "--explain-time-budget"),
     # deploy runs only on a cluster (kfp-tabular submit --param allow_version_skew=true), never in a local run
     "allow_version_skew": ("allow_version_skew", None),
     "require_conditional_writes": ("require_conditional_writes", "--allow-unconditional-store"),
