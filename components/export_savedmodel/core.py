@@ -117,6 +117,10 @@ def _export(model_dir: Path, test_path: Path, savedmodel_dir: Path, config: Expo
     from kfp_tabular.components.export_savedmodel.families import compile_members, unsupported_members
     from kfp_tabular.components.export_savedmodel.features import build_feature_plan
     from kfp_tabular.components.export_savedmodel.graph import PORTABLE_SIGNATURE_KEY, build_module
+    from kfp_tabular.components.export_savedmodel.numeric_graph import (
+        NUMERIC_SIGNATURE_KEY,
+        numeric_description,
+    )
     from kfp_tabular.components.export_savedmodel.refit import refit_exportable_ensemble
     from kfp_tabular.components.export_savedmodel.warmup import write_warmup
 
@@ -152,6 +156,7 @@ def _export(model_dir: Path, test_path: Path, savedmodel_dir: Path, config: Expo
         decision_threshold=spec.decision_threshold if spec.problem_type == "binary" else None,
         label=str(predictor.label),
         model_name=model_name,
+        numeric=numeric_description(plan, predictor.problem_type),
     )
     module = build_module(plan, members, spec, signature)
     # Rows the SavedModel refuses (an infinite value...) can be neither compared nor sent as warmup requests.
@@ -167,7 +172,8 @@ def _export(model_dir: Path, test_path: Path, savedmodel_dir: Path, config: Expo
     try:
         # The portable signature first: tf2onnx takes the first one when no --signature_def names it (graph.py).
         signatures = {PORTABLE_SIGNATURE_KEY: module.serve_portable.get_concrete_function(),
-                      SIGNATURE_KEY: module.serve.get_concrete_function()}
+                      SIGNATURE_KEY: module.serve.get_concrete_function(),
+                      NUMERIC_SIGNATURE_KEY: module.serve_numeric.get_concrete_function()}
         tf.saved_model.save(module, str(staging), signatures=signatures)
         write_text_atomic(staging / SIGNATURE_FILE, signature.to_json())
         write_warmup(staging, frame, signature)
@@ -219,6 +225,7 @@ def _export(model_dir: Path, test_path: Path, savedmodel_dir: Path, config: Expo
     metadata = {
         "signature_name": SIGNATURE_KEY,
         "portable_signature_name": PORTABLE_SIGNATURE_KEY,
+        "numeric_signature_name": NUMERIC_SIGNATURE_KEY,
         "inputs": {c.name: {"column": c.column, "dtype": c.dtype, "used": c.used} for c in signature.inputs},
         "outputs": signature.outputs,
         "problem_type": signature.problem_type,

@@ -100,12 +100,12 @@ def group_lookups(columns: list[LookupColumn]) -> list[LookupBlock]:
 
 
 def lookup(features: dict[str, Any], block: LookupBlock) -> Any:
-    """Evaluate a lookup block on AutoGluon feature tensors: float64 [rows, len(positions)]."""
+    """Evaluate a lookup block on AutoGluon feature tensors: [rows, len(positions)] in the features' dtype."""
     import tensorflow as tf
 
     any_feature = next(iter(features.values()))
     if block.feature is None:
-        return tf.tile(tf.constant(block.matrix[:1], tf.float64), tf.stack([tf.size(any_feature), 1]))
+        return tf.tile(tf.constant(block.matrix[:1], any_feature.dtype), tf.stack([tf.size(any_feature), 1]))
     codes = features[block.feature]
     index = tf.where(tf.math.is_nan(codes), tf.zeros_like(codes), codes + 1.0)
-    return tf.gather(tf.constant(block.matrix, tf.float64), tf.cast(index, tf.int32))
+    return tf.gather(tf.constant(block.matrix, codes.dtype), tf.cast(index, tf.int32))

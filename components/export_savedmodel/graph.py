@@ -101,8 +101,12 @@ class OutputSpec:
     is_ensemble: bool = False
 
 
-def member_output(member: CompiledMember, features: dict[str, Any]) -> Any:
-    """The member's ``predict_proba`` as AutoGluon computes it: float32, children summed in order then averaged."""
+def member_output(member: CompiledMember, features: dict[str, Any], single_walk: bool = False) -> Any:
+    """The member's ``predict_proba`` as AutoGluon computes it: float32, children summed in order then averaged.
+
+    ``features`` are float64 (the SavedModel) or float32 (the numeric graph, ``numeric_graph``); ``single_walk``
+    walks the trees without ``cond`` or compaction (``trees.evaluate_trees``).
+    """
     import tensorflow as tf
 
     outputs = []
@@ -128,7 +132,7 @@ def member_output(member: CompiledMember, features: dict[str, Any]) -> Any:
             any_feature = next(iter(features.values()))
             design = tf.zeros_like(tf.expand_dims(any_feature, 1))
         nan_free = all(block.nan_free for child in tree_children for block in child.blocks)
-        leaves = evaluate_trees(table, design, nan_free=nan_free)
+        leaves = evaluate_trees(table, design, nan_free=nan_free, single_walk=single_walk)
         by_child = {id(child): leaves[:, start:stop] for child, (start, stop) in zip(tree_children, ranges, strict=True)}
     for child in member.children:
         value = child.finish(by_child[id(child)]) if isinstance(child, TreeChild) else child.output(features)
@@ -295,8 +299,18 @@ def build_module(plan: FeaturePlan, members: list[CompiledMember], spec: OutputS
     """A ``tf.Module``: ``serve`` is the ``serving_default`` signature, ``serve_portable`` the ``onnx`` one.
 
     Both call one shared ``predict`` function, so the SavedModel holds the trees' constants once.
+    ``serve_numeric`` is the ``numeric`` signature (float32 / int32 inputs, for TensorRT: ``numeric_graph``).
     """
     import tensorflow as tf
+
+    from kfp_tabular.components.export_savedmodel.numeric_graph import (
+        numeric_input_specs,
+        numeric_inputs,
+        numeric_predict,
+    )
+
+    items = numeric_inputs(plan)
+    numeric_specs = numeric_input_specs(items)
 
     input_specs = [
         tf.TensorSpec([None], tf.float64 if column.dtype == FLOAT else tf.string, name=column.name)
@@ -321,5 +335,9 @@ def build_module(plan: FeaturePlan, members: list[CompiledMember], spec: OutputS
         @tf.function(input_signature=input_specs)
         def serve_portable(self, *args: Any) -> dict:
             return self.predict(*args)
+
+        @tf.function(input_signature=numeric_specs)
+        def serve_numeric(self, *args: Any) -> dict:
+            return numeric_predict(items, members, spec, dict(zip([item.name for item in items], args, strict=True)))
 
     return TabularModel()

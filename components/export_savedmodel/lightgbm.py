@@ -54,7 +54,7 @@ def _design_block(features: list[str], lgb_codes: dict[str, list[Any]], category
             if feature in remaps:
                 remap = remaps[feature]
                 index = tf.where(tf.math.is_nan(value), float(len(remap) - 1), value)
-                value = tf.gather(tf.constant(remap), tf.cast(index, tf.int32))
+                value = tf.gather(tf.constant(remap, value.dtype), tf.cast(index, tf.int32))
             columns.append(value)
         design = tf.stack(columns, axis=1)
         # The C API drops |x| <= kZeroThreshold from the row, so the tree sees 0.

@@ -12,7 +12,7 @@ What the child does at predict time (autogluon ``lr_model.py``, scikit-learn 1.9
 * the decision is ``X @ coef.T + intercept``; binary: ``expit``; multiclass: softmax (max subtracted);
   regression: the decision itself.
 
-All of it is float64 in scikit-learn and here; the remaining differences are summation order (~1e-16), far
+All of it is float64 in scikit-learn and here (float32 in the numeric graph, ``numeric_graph``); the remaining differences are summation order (~1e-16), far
 below the float32 rounding AutoGluon applies to every model output.
 """
 
@@ -66,16 +66,17 @@ def _interp(x: Any, xp: np.ndarray, fp: np.ndarray) -> Any:
         slopes = (fp[1:] - fp[:-1]) / (xp[1:] - xp[:-1])
     # Duplicate knots give inf / NaN slopes that NumPy never selects (j is the last duplicate); zero them.
     slopes = np.nan_to_num(np.vstack([slopes, np.zeros((1, columns))]), nan=0.0, posinf=0.0, neginf=0.0)
-    below = tf.less_equal(tf.constant(xp[None, :, :]), tf.expand_dims(x, 1))  # [rows, Q, C]
+    dtype = x.dtype  # float64, or float32 in the numeric graph
+    below = tf.less_equal(tf.constant(xp[None, :, :], dtype), tf.expand_dims(x, 1))  # [rows, Q, C]
     count = tf.reduce_sum(tf.cast(below, tf.int32), axis=1)
     j = tf.clip_by_value(count - 1, 0, knots - 1)
     flat = j * columns + tf.range(columns)[None, :]
-    x_j = tf.gather(tf.constant(xp.reshape(-1)), flat)
-    f_j = tf.gather(tf.constant(fp.reshape(-1)), flat)
-    inner = tf.gather(tf.constant(slopes.reshape(-1)), flat) * (x - x_j) + f_j
+    x_j = tf.gather(tf.constant(xp.reshape(-1), dtype), flat)
+    f_j = tf.gather(tf.constant(fp.reshape(-1), dtype), flat)
+    inner = tf.gather(tf.constant(slopes.reshape(-1), dtype), flat) * (x - x_j) + f_j
     inner = tf.where(tf.equal(x_j, x), f_j, inner)
-    result = tf.where(count >= knots, tf.broadcast_to(tf.constant(fp[-1]), tf.shape(inner)), inner)
-    return tf.where(count <= 0, tf.broadcast_to(tf.constant(fp[0]), tf.shape(inner)), result)
+    result = tf.where(count >= knots, tf.broadcast_to(tf.constant(fp[-1], dtype), tf.shape(inner)), inner)
+    return tf.where(count <= 0, tf.broadcast_to(tf.constant(fp[0], dtype), tf.shape(inner)), result)
 
 
 def _quantile_normal(x: Any, quantiles: np.ndarray, references: np.ndarray) -> Any:
@@ -83,8 +84,8 @@ def _quantile_normal(x: Any, quantiles: np.ndarray, references: np.ndarray) -> A
     import tensorflow as tf
 
     references = np.repeat(references[:, None], quantiles.shape[1], axis=1)
-    lower = tf.less(x - BOUNDS_THRESHOLD, tf.constant(quantiles[0]))
-    upper = tf.greater(x + BOUNDS_THRESHOLD, tf.constant(quantiles[-1]))
+    lower = tf.less(x - BOUNDS_THRESHOLD, tf.constant(quantiles[0], x.dtype))
+    upper = tf.greater(x + BOUNDS_THRESHOLD, tf.constant(quantiles[-1], x.dtype))
     value = 0.5 * (_interp(x, quantiles, references) - _interp(-x, -quantiles[::-1], -references[::-1]))
     value = tf.where(upper, tf.ones_like(value), value)
     value = tf.where(lower, tf.zeros_like(value), value)
@@ -139,11 +140,11 @@ def _numeric_block(features: dict[str, Any], columns: list[str], statistics: Any
 
     value = tf.stack([features[c] for c in columns], axis=1)
     if statistics is not None:
-        value = tf.where(tf.math.is_nan(value), tf.constant(statistics[None, :]), value)
+        value = tf.where(tf.math.is_nan(value), tf.constant(statistics[None, :], value.dtype), value)
     if mean is not None:
-        value = value - tf.constant(np.asarray(mean, dtype=np.float64)[None, :])
+        value = value - tf.constant(np.asarray(mean, dtype=np.float64)[None, :], value.dtype)
     if scale is not None:
-        value = exact_divide(value, tf.constant(np.asarray(scale, dtype=np.float64)[None, :]))
+        value = exact_divide(value, tf.constant(np.asarray(scale, dtype=np.float64)[None, :], value.dtype))
     if quantile is not None:
         value = _quantile_normal(value, np.asarray(quantile.quantiles_, dtype=np.float64),
                                  np.asarray(quantile.references_, dtype=np.float64))
@@ -168,7 +169,7 @@ def compile_child(child: Any, name: str, template: Any, category_counts: dict[st
 
         parts = [block(features) for block in blocks]
         design = parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
-        decision = tf.matmul(design, tf.constant(coef.T)) + tf.constant(intercept)
+        decision = tf.matmul(design, tf.constant(coef.T, design.dtype)) + tf.constant(intercept, design.dtype)
         if problem_type == "binary":
             return tf.sigmoid(decision[:, 0])
         if problem_type == "multiclass":

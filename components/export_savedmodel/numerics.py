@@ -135,7 +135,7 @@ def _horner(x: Any, coefficients: tuple[float, ...], leading_one: bool = False) 
 
 
 def normal_quantile(p: Any) -> Any:
-    """Inverse standard normal CDF of a float64 tensor (Cephes ``ndtri``): -inf at 0, +inf at 1, NaN outside."""
+    """Inverse standard normal CDF of a float64 (or float32) tensor (Cephes ``ndtri``): -inf at 0, +inf at 1."""
     import tensorflow as tf
 
     flipped = p > 1.0 - _EXP_MINUS_2
@@ -144,7 +144,7 @@ def normal_quantile(p: Any) -> Any:
     w = y - 0.5
     w2 = w * w
     x_central = (w + w * exact_divide(w2 * _horner(w2, _P0), _horner(w2, _Q0, leading_one=True))) * _SQRT_2PI
-    safe = tf.where(tf.logical_or(central, tf.logical_not(y > 0.0)), tf.constant(0.5, tf.float64), y)
+    safe = tf.where(tf.logical_or(central, tf.logical_not(y > 0.0)), tf.constant(0.5, p.dtype), y)
     x = tf.sqrt(-2.0 * tf.math.log(safe))
     x0 = x - exact_divide(tf.math.log(x), x)
     z = exact_divide(1.0, x)
@@ -153,6 +153,6 @@ def normal_quantile(p: Any) -> Any:
     tail = x0 - tf.where(x < 8.0, near, far)
     tail = tf.where(flipped, tail, -tail)
     value = tf.where(central, x_central, tail)
-    inf = tf.constant(np.inf, tf.float64)
+    inf = tf.constant(np.inf, p.dtype)
     value = tf.where(p <= 0.0, -inf, tf.where(p >= 1.0, inf, value))
     return tf.where(tf.math.is_nan(p), p, value)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,9 @@ class SignatureInfo:
     decision_threshold: float | None = None
     label: str = ""
     model_name: str = ""
+    # The numeric graph's inputs with their vocabularies (``numeric_graph.numeric_description``); empty in files
+    # written before it existed.
+    numeric: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialize to indented JSON."""

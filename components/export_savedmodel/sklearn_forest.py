@@ -39,7 +39,7 @@ def _design_block(features: list[str], category_features: set[str]) -> DesignBlo
         import tensorflow as tf
 
         design = tf.stack([values[f] for f in features], axis=1)
-        return tf.where(tf.math.is_nan(design), tf.constant(fill[None, :]), design)
+        return tf.where(tf.math.is_nan(design), tf.constant(fill[None, :], design.dtype), design)
 
     sources = tuple(None if f in category_features else f for f in features)
     return DesignBlock(key=("sklearn", tuple(features), tuple(fill.tolist())), compute=compute, sources=sources,

@@ -286,14 +286,19 @@ def _depth_groups(depths: np.ndarray, groups: int) -> list[np.ndarray]:
     return runs
 
 
-def evaluate_trees(table: TreeTable, design: object, groups: int = 4, nan_free: bool = False) -> object:
-    """Leaf output of every tree for every row: float64 [rows, trees, table.leaf_width] (TensorFlow ops).
+def evaluate_trees(table: TreeTable, design: object, groups: int = 4, nan_free: bool = False,
+                   single_walk: bool = False) -> object:
+    """Leaf output of every tree for every row: [rows, trees, table.leaf_width] in the design's dtype (TensorFlow ops).
+
+    A float32 design (the numeric graph, ``numeric_graph``) compares with the largest float32 not above each
+    threshold, the same test as the float64 comparison for every float32 value; leaves are rounded to float32.
 
     Args:
         table: The trees; their thresholds have the design's dtype once cast.
         design: float64 [rows, features] matrix the trees' feature indices refer to (float32 works the same).
         groups: Trees are walked in up to this many groups of similar depth (deep forests mix depths).
         nan_free: The design holds no NaN (scikit-learn fills it); skips the missing-value ops.
+        single_walk: Walk all trees as one group at any batch size: no ``cond``, no compaction (static graph).
     """
     import tensorflow as tf
 
@@ -318,7 +323,8 @@ def evaluate_trees(table: TreeTable, design: object, groups: int = 4, nan_free: 
     row_base = tf.expand_dims(tf.range(rows) * n_features, 1)  # [rows, 1]
     # Only the node arrays a family needs become graph constants (they dominate the SavedModel's size).
     feature = tf.constant(layout["feature"])
-    threshold = tf.constant(layout["threshold"].astype(dtype.as_numpy_dtype))
+    thresholds = layout["threshold"] if dtype == tf.float64 else float32_at_most(layout["threshold"])
+    threshold = tf.constant(thresholds.astype(dtype.as_numpy_dtype))
     left = tf.constant(layout["left"])
     nan_is_missing = uses_nan and not nan_free
     default_next = tf.constant(layout["default_next"]) if nan_is_missing or uses_zero else None
@@ -390,10 +396,10 @@ def evaluate_trees(table: TreeTable, design: object, groups: int = 4, nan_free: 
             leaves = tf.gather(leaves, tf.constant(np.argsort(order).astype(np.int32)), axis=1)
         return leaves
 
-    values = tf.constant(layout["values"])
+    values = tf.constant(layout["values"].astype(dtype.as_numpy_dtype))
     tree_groups = _depth_groups(depths, groups)
     everything = [np.arange(len(depths))]
-    if len(tree_groups) == 1 and int(depths.max(initial=0)) <= COMPACT_START:
+    if single_walk or (len(tree_groups) == 1 and int(depths.max(initial=0)) <= COMPACT_START):
         return walk_groups(everything, compact=False)
     # Depth groups and compaction save work on large batches; for a few rows the number of ops dominates, and
     # one group (fewest levels in total) is faster. Both walks share the node constants.

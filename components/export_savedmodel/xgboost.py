@@ -94,41 +94,46 @@ def _finisher(objective: str, base_margin: np.ndarray, tree_outputs: list[int]) 
     def finish(leaves: Any) -> Any:
         import tensorflow as tf
 
+        # float64 leaves: the SavedModel, which rounds expf exactly; float32 leaves: the numeric graph, all float32
+        exact = leaves.dtype == tf.float64
         leaves32 = tf.cast(leaves, tf.float32)  # leaf values are float32 already: exact
         # float32, per class: intercept first, then the class's trees in tree order
         margin = sum_by_output(leaves32, tree_outputs, len(base_margin), start=base_margin)
         if objective in ("binary:logistic", "reg:logistic"):
-            return _sigmoid32(margin[:, 0])
+            return _sigmoid32(margin[:, 0], exact)
         if objective == "multi:softprob":
-            return _softmax32(margin)
+            return _softmax32(margin, exact)
         return margin[:, 0]
 
     return finish
 
 
-def _expf(x: Any) -> Any:
-    """float32 ``expf``: the exponential in double rounded once to float32 (glibc's expf is correctly rounded)."""
+def _expf(x: Any, exact: bool = True) -> Any:
+    """float32 ``expf``: the exponential in double rounded once to float32 (glibc's expf is correctly rounded).
+
+    ``exact=False``: the float32 exponential itself (within an ulp; the numeric graph has no float64).
+    """
     import tensorflow as tf
 
-    return tf.cast(tf.exp(tf.cast(x, tf.float64)), tf.float32)
+    return tf.cast(tf.exp(tf.cast(x, tf.float64)), tf.float32) if exact else tf.exp(x)
 
 
-def _sigmoid32(x: Any) -> Any:
+def _sigmoid32(x: Any, exact: bool = True) -> Any:
     """``common::Sigmoid(float)``: ``1 / (expf(min(-x, 88.7)) + 1 + 1e-16)`` in float32."""
     import tensorflow as tf
 
-    denominator = _expf(tf.minimum(-x, tf.constant(88.7, tf.float32))) + 1.0
+    denominator = _expf(tf.minimum(-x, tf.constant(88.7, tf.float32)), exact) + 1.0
     denominator = denominator + tf.constant(np.float32(1e-16))
     return exact_divide(1.0, denominator)
 
 
-def _softmax32(margin: Any) -> Any:
+def _softmax32(margin: Any, exact: bool = True) -> Any:
     """``common::Softmax``: float32 max and ``expf``, the sum in double (class order), float32 division."""
     import tensorflow as tf
 
     largest = tf.reduce_max(margin, axis=1, keepdims=True)
-    exps = _expf(margin - largest)
-    total = sequential_sum(tf.cast(exps, tf.float64), axis=1)
+    exps = _expf(margin - largest, exact)
+    total = sequential_sum(tf.cast(exps, tf.float64) if exact else exps, axis=1)
     return exact_divide(exps, tf.expand_dims(tf.cast(total, tf.float32), 1))
 
 

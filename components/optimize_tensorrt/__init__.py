@@ -1,0 +1,1 @@
+"""optimize_tensorrt: the exported model as a TensorRT engine in a Triton model repository (GPU)."""
