@@ -12,6 +12,7 @@ from kfp_tabular.components.evaluate_model.component import evaluate_model
 from kfp_tabular.components.explain_shap.component import explain_shap
 from kfp_tabular.components.export_savedmodel.component import export_savedmodel
 from kfp_tabular.components.ingest_data.component import ingest_data
+from kfp_tabular.components.optimize_tensorrt.component import optimize_tensorrt
 from kfp_tabular.components.publish_model.component import publish_model
 from kfp_tabular.components.train_autogluon.component import train_autogluon
 
@@ -86,6 +87,7 @@ def tabular_training(
     serving_namespace: str = "kfp-tabular",
     allow_version_skew: bool = False,
     s3_secret_name: str = "kfp-tabular-s3",
+    optimize_gpu: bool = False,
 ):
     """Train, evaluate, explain and (when blessed) export an AutoGluon model for a table.
 
@@ -128,6 +130,8 @@ def tabular_training(
             refused); only when you know the versions are compatible.
         s3_secret_name: Kubernetes Secret with ``S3_ENDPOINT``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``
             and optionally ``S3_USE_HTTPS``, ``AWS_REGION``, ``AWS_DEFAULT_REGION``, ``AWS_SESSION_TOKEN``.
+        optimize_gpu: After the export, build a TensorRT engine (optimize_tensorrt) on one NVIDIA GPU node
+            (accelerator nvidia.com/gpu, toleration of the nvidia.com/gpu taint); needs the GPU image.
     """
     ingest = ingest_data(
         source_uri=source_uri,
@@ -190,6 +194,13 @@ def tabular_training(
             refit_ensemble=refit_ensemble,
         )
         _resources(export, "2", "8Gi")
+
+        with dsl.If(optimize_gpu == True, name="optimize-gpu-requested"):  # noqa: E712 (KFP condition DSL)
+            optimize = optimize_tensorrt(savedmodel=export.outputs["savedmodel"],
+                                         test_data=ingest.outputs["test_data"])
+            _resources(optimize, "4", "16Gi")
+            optimize.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+            kubernetes.add_toleration(optimize, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
 
         with dsl.If(model_repository_uri != "", name="publish-requested"):
             publish = publish_model(

@@ -68,7 +68,7 @@ def test_yaml_loads_back_as_a_reusable_component(compiled):
 
 def test_every_executor_runs_the_single_image_without_installing_packages(documents):
     executors = documents[0]["deploymentSpec"]["executors"]
-    assert len(executors) == 7
+    assert len(executors) == 8  # optimize_tensorrt included (GPU stage)
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"] == IMAGE, name
@@ -120,7 +120,8 @@ def test_publish_runs_only_for_a_blessed_model_and_a_repository(documents):
     root_tasks = spec["root"]["dag"]["tasks"]
     gate = next(t for t in root_tasks.values() if "triggerPolicy" in t)
     blessed = spec["components"][gate["componentRef"]["name"]]["dag"]["tasks"]
-    inner = next(t for t in blessed.values() if "triggerPolicy" in t)
+    # the blessed branch also holds the optional GPU stage's condition (optimize_gpu)
+    inner = next(t for t in blessed.values() if "model_repository_uri" in str(t.get("triggerPolicy", "")))
     assert "model_repository_uri" in inner["triggerPolicy"]["condition"]
     publish = spec["components"][inner["componentRef"]["name"]]["dag"]["tasks"]["publish-model"]
     artifacts = publish["inputs"]["artifacts"]
@@ -230,3 +231,21 @@ def test_default_image_is_tagged_with_the_package_version():
     version = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["version"]
     assert DEFAULT_IMAGE.endswith(f"/kfp-tabular:{version}")
     assert json.dumps(DEFAULT_IMAGE)  # a plain string reference
+
+
+def test_optimize_gpu_stage_gets_a_gpu_and_a_toleration(documents):
+    inputs = documents[0]["root"]["inputDefinitions"]["parameters"]
+    assert inputs["optimize_gpu"]["defaultValue"] is False
+    executor = documents[0]["deploymentSpec"]["executors"]["exec-optimize-tensorrt"]
+    accelerator = executor["container"]["resources"]["accelerator"]
+    assert accelerator["resourceType"] == "nvidia.com/gpu" and int(accelerator["resourceCount"]) == 1
+    platform = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-optimize-tensorrt"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in platform["tolerations"]
+    # Only after the export of a blessed model, and only when asked.
+    components = documents[0]["components"]
+    gate = next(c for c in components.values() if "optimize-tensorrt" in c.get("dag", {}).get("tasks", {}))
+    assert gate is not None
+    branch = next(c for c in components.values() if "export-savedmodel" in c.get("dag", {}).get("tasks", {}))
+    condition = next(t for t in branch["dag"]["tasks"].values() if "optimize_gpu" in str(t.get("triggerPolicy")))
+    assert "export-savedmodel" in condition.get("dependentTasks", [])
+
