@@ -78,7 +78,9 @@ image:
 
 ## test-image: build the image, then run the compiled pipeline's ingest_data and train_autogluon steps inside it
 ## (buildah run, network off) and check user, pip check, CLI, size and that nothing of the build is left in it.
-## Measured on this 2-core machine: TIMES_PLACEHOLDER
+## Measured on this 2-core machine (2026-12-02, overlay storage): from a clean state (no buildah storage, no base
+## image; .venv present) 5 min 25 s (debootstrap ~1 min, pip install of the lock ~2.5 min, tests 12 s); after a
+## source edit 3 min 7 s (the dependency layer is cached); image 3.65 GB. With `make test` (~13 min) CI needs ~19 min of 90.
 test-image: $(STAMP) image
 	KFP_TABULAR_TEST_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q --timeout=1800 -p no:cacheprovider tests/image
 
