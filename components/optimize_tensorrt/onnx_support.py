@@ -50,9 +50,7 @@ def tensorrt_problems(model: Any) -> list[str]:
         One line per problem; empty when the graph uses only the listed ops and types.
     """
     problems: list[str] = []
-    for opset in model.opset_import:
-        if opset.domain not in ("", "ai.onnx"):
-            problems.append(f"opset domain {opset.domain!r} (TensorRT parses the default ONNX domain only)")
+    # tf2onnx always imports the ai.onnx.ml opset; only nodes of that domain are a problem (checked below).
     for graph in _graphs(model.graph):
         for node in graph.node:
             if node.domain not in ("", "ai.onnx"):
