@@ -15,7 +15,7 @@ import pandas as pd
 from kfp_tabular.components.explain_shap.explanation import Explanation, model_outputs, output_names
 from kfp_tabular.errors import ConfigError
 
-MAX_BRUTE_FORCE_FEATURES = 12
+MAX_BRUTE_FORCE_FEATURES = 14
 
 
 def hybrid_rows(row: pd.DataFrame, background: pd.DataFrame, masks: np.ndarray) -> pd.DataFrame:

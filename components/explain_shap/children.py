@@ -28,7 +28,12 @@ import numpy as np
 import pandas as pd
 
 from kfp_tabular.components.explain_shap import kernels
-from kfp_tabular.components.explain_shap.explanation import FLOAT32_EPS, output_scale, relative_gap
+from kfp_tabular.components.explain_shap.explanation import (
+    DEFAULT_TARGET_SE,
+    FLOAT32_EPS,
+    output_scale,
+    relative_gap,
+)
 from kfp_tabular.components.explain_shap.trees import (
     Forest,
     forest_from_lightgbm,
@@ -42,8 +47,18 @@ from kfp_tabular.errors import ModelError
 # max(1, max |output|) (probabilities: absolute): AutoGluon returns float32 regression predictions. A child that
 # sums n terms in float32 itself (XGBoost: its trees) may be off by up to n × FLOAT32_EPS of the scale more.
 CHILD_PARITY_TOLERANCE = 1e-6
-# Coalitions of at most 2^MAX_LINK_PLAYERS per (row, background row) for sigmoid / softmax children.
-MAX_LINK_PLAYERS = 12
+# Sigmoid / softmax children: the exact kernel's coalition tables (2^d margins and outputs per thread) may take
+# this much memory, which bounds d; within it, exact or sampled is chosen by estimated cost.
+LINK_TABLE_BYTES = 256 * 2**20
+# Antithetic units per (row, background row) pair of the pilot pass, most units per pair, and sampling passes.
+PILOT_UNITS = 4
+MAX_UNITS = 4096
+MAX_PASSES = 4
+# Units asked for beyond the pilot's projection (its variance estimate is itself noisy).
+SAFETY = 1.2
+# One operation of a sampled walk (a leaf's (P, N) entry, a link or prefix-sum step) takes about this many times
+# the time of one coalition-table operation of the exact kernel (measured: 16 players, 3 classes, LightGBM).
+WALK_OP_COST = 4.0
 # Identity-output trees whose paths use at most this many distinct features are explained leaf by leaf
 # (tables of 2^width entries per leaf); wider trees pair by pair.
 TABLE_MAX_WIDTH = 8
@@ -53,14 +68,27 @@ DECISION_BYTES = 64 * 2**20
 PATTERN_BYTES = 1 * 2**30
 
 
+@dataclass(frozen=True)
+class Decision:
+    """How one child's values were computed: exact or sampled, and the cost estimates behind the choice."""
+
+    exact: bool
+    players: int  # most features that differ (lead to different decisions) in any (row, background row) pair
+    exact_operations: float  # estimated cost of exact enumeration (0: polynomial identity kernel)
+    sampled_operations: float  # estimated cost of sampling to the target (nan: not estimated)
+    why: str
+
+
 @dataclass
 class ChildShapley:
-    """Exact Shapley values of one child in AutoGluon's output space (``outputs`` columns)."""
+    """Shapley values of one child in AutoGluon's output space (``outputs`` columns)."""
 
     values: np.ndarray  # (rows, features, outputs)
     base: np.ndarray  # (outputs,) mean output over the background
     predictions: np.ndarray  # (rows, outputs) the child's own output on the explained rows
     rounding: np.ndarray  # (outputs,) how far the model's own float32 sums may be off them (absolute)
+    variances: np.ndarray | None = None  # (rows, features, outputs) of sampled values; 0 where exact
+    decision: Decision | None = None
 
 
 @dataclass
@@ -125,12 +153,13 @@ class ChildGame:
                 forest.roots[~narrow], self.n_features, forest.max_depth, w_pos, w_neg)
         return values
 
-    def _link_shapley(self, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sigmoid / softmax trees, pair by pair, on precomputed decisions (explained rows in chunks)."""
+    def _link_trees(self, group: np.ndarray) -> _LinkTrees:
+        """Background decisions (deduplicated: rows with one decision pattern play the same game) and tree outputs."""
         forest = self.forest
-        players = min(self.players_used(), MAX_LINK_PLAYERS)
         splits = (forest.feature, *forest.rules(), forest.left)
         go_b = kernels.node_decisions(self.b, *splits)
+        _, first, counts = np.unique(go_b, axis=0, return_index=True, return_counts=True)
+        go_b = np.ascontiguousarray(go_b[first])
         leaf_b = kernels.leaves_reached(go_b, forest.left, forest.right, forest.roots)
         # A tree that adds to one margin only (a class of a multiclass booster) is updated on that margin alone.
         if forest.compact:
@@ -140,38 +169,184 @@ class ChildGame:
             touched = [np.flatnonzero(np.any(forest.leaf_value[start:end] != 0, axis=0)) for start, end in spans]
             tree_out = np.asarray([t[0] if len(t) == 1 else -1 for t in touched], dtype=np.int64)
         chunk = max(1, int(DECISION_BYTES // max(1, len(forest.left))))
-        values, overflow = [], []
-        for first in range(0, len(self.x), chunk):
-            go_x = kernels.node_decisions(self.x[first : first + chunk], *splits)
-            leaf_x = kernels.leaves_reached(go_x, forest.left, forest.right, forest.roots)
-            part, flags = kernels.tree_shap_link(
-                go_x, go_b, leaf_x, leaf_b, group, forest.left, forest.right, forest.leaf_value, forest.roots,
-                tree_out, self.offset, self.link, self.n_features, forest.max_depth, players,
-                kernels.coalition_weights(players), kernels.popcounts(players))
-            values.append(part)
-            overflow.append(flags)
-        return np.concatenate(values), np.concatenate(overflow)
+        return _LinkTrees(group, splits, go_b, leaf_b, counts / counts.sum(), tree_out, chunk)
+
+    def _x_chunks(self, trees: _LinkTrees, rows: np.ndarray):
+        """Decisions and leaves of the explained rows ``rows``, in chunks (their decisions take memory)."""
+        forest = self.forest
+        for first in range(0, len(rows), trees.chunk):
+            part = rows[first : first + trees.chunk]
+            go_x = kernels.node_decisions(np.ascontiguousarray(self.x[part]), *trees.splits)
+            yield part, go_x, kernels.leaves_reached(go_x, forest.left, forest.right, forest.roots)
+
+    def _pair_costs(self, trees: _LinkTrees | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per pair (explained row, distinct background row): players d, exact operations, operations per unit."""
+        n_margin, n_out = len(self.offset), 1 if self.link == kernels.LINK_SIGMOID else len(self.offset)
+        if trees is None:  # additive: the players are the features whose terms differ
+            hb = self._unique_hb()[0]
+            d = np.stack([np.any(self.hx[i][None] != hb, axis=2).sum(axis=1) for i in range(len(self.hx))])
+            expansion, walk = np.zeros_like(d), d.astype(np.float64) * n_margin
+        else:
+            forest = self.forest
+            sizes = np.concatenate([kernels.pair_sizes(go_x, trees.go_b, leaf_x, trees.leaf_b, trees.group,
+                                                       forest.left, forest.right, forest.roots, self.n_features,
+                                                       forest.max_depth)
+                                    for _, go_x, leaf_x in self._x_chunks(trees, np.arange(len(self.x)))])
+            d = sizes[..., kernels.PAIR_PLAYERS]
+            expansion = sizes[..., kernels.PAIR_EXPANSION].astype(np.float64)
+            walk = (sizes[..., kernels.PAIR_MEMBERS] + sizes[..., kernels.PAIR_LEAVES]).astype(np.float64)
+        exact = expansion * n_margin + np.exp2(d) * (d + 1) * (n_margin + n_out)
+        per_unit = 2 * WALK_OP_COST * (walk + (d + 1) * (n_margin + n_out))
+        return d, exact, per_unit
+
+    def _unique_hb(self) -> tuple[np.ndarray, np.ndarray]:
+        flat = self.hb.reshape(len(self.hb), -1)
+        _, first, counts = np.unique(flat, axis=0, return_index=True, return_counts=True)
+        return np.ascontiguousarray(self.hb[first]), counts / counts.sum()
+
+    def _exact_link(self, trees: _LinkTrees | None, players: int) -> np.ndarray:
+        """Exact values by enumerating the ``2^d`` coalitions of every pair (``players`` ≥ every pair's d)."""
+        weights, counts = kernels.coalition_weights(players), kernels.popcounts(players)
+        if trees is None:
+            hb, weight_b = self._unique_hb()
+            values, overflow = kernels.additive_shap_link(self.hx, hb, weight_b, self.offset, self.link, players,
+                                                          weights, counts)
+        else:
+            forest = self.forest
+            parts, flags = [], []
+            for _, go_x, leaf_x in self._x_chunks(trees, np.arange(len(self.x))):
+                part, flag = kernels.tree_shap_link(
+                    go_x, trees.go_b, leaf_x, trees.leaf_b, trees.weight_b, trees.group, forest.left, forest.right,
+                    forest.leaf_value, forest.roots, trees.tree_out, self.offset, self.link, self.n_features,
+                    forest.max_depth, players, weights, counts)
+                parts.append(part)
+                flags.append(flag)
+            values, overflow = np.concatenate(parts), np.concatenate(flags)
+        if overflow.any():  # players was measured on every pair, so this is a defect, not a limit
+            raise ModelError(f"{self.name}: a pair has more than {players} differing features.")
+        return values
+
+    def _sampled_link(self, trees: _LinkTrees | None, rows: np.ndarray, units: np.ndarray,
+                      seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One pass of antithetic permutation sampling on ``rows``: ``units[r]`` units per pair for row r."""
+        if trees is None:
+            hb, weight_b = self._unique_hb()
+            return kernels.additive_shap_link_sampled(np.ascontiguousarray(self.hx[rows]), hb, weight_b, self.offset,
+                                                      self.link, units, seeds)
+        forest = self.forest
+        estimates, variances = [], []
+        offset = 0
+        for part, go_x, leaf_x in self._x_chunks(trees, rows):
+            sizes = kernels.pair_sizes(go_x, trees.go_b, leaf_x, trees.leaf_b, trees.group, forest.left,
+                                       forest.right, forest.roots, self.n_features, forest.max_depth)
+            span = slice(offset, offset + len(part))
+            offset += len(part)
+            phi, var = kernels.tree_shap_link_sampled(
+                go_x, trees.go_b, leaf_x, trees.leaf_b, trees.weight_b, trees.group, forest.left, forest.right,
+                forest.leaf_value, forest.roots, trees.tree_out, self.offset, self.link, self.n_features,
+                forest.max_depth, int(sizes[..., kernels.PAIR_LEAVES].max()),
+                int(sizes[..., kernels.PAIR_MEMBERS].max()), units[span], seeds[span])
+            estimates.append(phi)
+            variances.append(var)
+        return np.concatenate(estimates), np.concatenate(variances)
+
+    def _max_exact_players(self) -> int:
+        """Most players whose coalition tables (margins and outputs, float64) fit ``LINK_TABLE_BYTES`` per thread."""
+        per_coalition = 8 * (2 * len(self.offset))
+        return int(np.floor(np.log2(LINK_TABLE_BYTES / per_coalition)))
+
+    def estimate(self, mode: str = "exact", target_se: float = DEFAULT_TARGET_SE,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray, Decision]:
+        """Shapley values ``(rows, features, kernel outputs)``, their variances, and how they were computed.
+
+        ``mode``: ``exact`` (enumerate coalitions whatever it costs, within memory), ``sampled`` (antithetic
+        permutation sampling until every value's standard error is at most ``target_se``, or ``MAX_UNITS``
+        units per pair) or ``auto`` (whichever the estimated cost says is cheaper). Identity-output children
+        are always exact: their interventional TreeSHAP is polynomial.
+        """
+        if self.link == kernels.LINK_IDENTITY:
+            values = self.shapley()
+            return values, np.zeros_like(values), Decision(True, self.players_used(), 0.0, float("nan"),
+                                                           "identity output: exact interventional TreeSHAP")
+        trees = None
+        if self.forest is not None:
+            forest = self.forest
+            trees = self._link_trees(np.where(forest.left >= 0, self.groups[np.maximum(forest.feature, 0)], -1))
+        d, exact_ops, per_unit = self._pair_costs(trees)
+        players = int(d.max()) if d.size else 0
+        exact_total = float(exact_ops.sum())
+        fits = players <= self._max_exact_players()
+        coalitions = f"2^{players} coalitions at most per (row, background row) pair"
+        if mode == "exact" or (mode == "auto" and fits and exact_total <= PILOT_UNITS * float(per_unit.sum())):
+            if not fits:
+                raise ModelError(f"{self.name}: {players} features differ between a row and a background row; "
+                                 f"exact probability-space SHAP enumerates 2^{players} coalitions per pair, beyond "
+                                 f"{self._max_exact_players()} for this model. Use method='auto' (certified "
+                                 "sampling).")
+            values = self._exact_link(trees, max(players, 1))
+            return values, np.zeros_like(values), Decision(True, players, exact_total, float("nan"),
+                                                           f"exact: {coalitions}")
+        rows = np.arange(len(self.x) if self.forest is not None else len(self.hx))
+        units = np.full(len(rows), PILOT_UNITS, dtype=np.int64)
+        values, variances = self._sampled_link(trees, rows, units, _seeds(seed, 0, rows))
+        done = units.copy()
+        needed = _units_needed(variances, done, target_se)
+        sampled_total = float((needed[:, None] * per_unit).sum())
+        if mode == "auto" and fits and exact_total <= sampled_total:
+            values = self._exact_link(trees, max(players, 1))
+            return values, np.zeros_like(values), Decision(
+                True, players, exact_total, sampled_total,
+                f"exact: {coalitions}, about {exact_total:.2g} operations against {sampled_total:.2g} to sample")
+        for step in range(1, MAX_PASSES):
+            more = needed - done
+            todo = np.flatnonzero(more > 0)
+            if not len(todo):
+                break
+            extra, part_variances = self._sampled_link(trees, todo, more[todo], _seeds(seed, step, todo))
+            old, new = done[todo][:, None, None], more[todo][:, None, None]
+            values[todo] = (old * values[todo] + new * extra) / (old + new)
+            variances[todo] = (old**2 * variances[todo] + new**2 * part_variances) / (old + new) ** 2
+            done[todo] += more[todo]
+            needed = np.maximum(done, _units_needed(variances, done, target_se))
+        why = (f"sampled: {coalitions} would take about {exact_total:.2g} operations exactly, sampling about "
+               f"{sampled_total:.2g}" if fits else
+               f"sampled: {coalitions}, beyond the {self._max_exact_players()} that exact enumeration holds")
+        return values, variances, Decision(False, players, exact_total, sampled_total, why)
 
     def shapley(self) -> np.ndarray:
         """Exact interventional Shapley values, shape ``(rows, features, kernel outputs)``."""
-        if self.forest is not None:
-            forest = self.forest
-            group = np.where(forest.left >= 0, self.groups[np.maximum(forest.feature, 0)], -1)
-            if self.link == kernels.LINK_IDENTITY:
-                return self._identity_shapley(group)
-            values, overflow = self._link_shapley(group)
-        else:
-            if self.link == kernels.LINK_IDENTITY:
+        if self.link == kernels.LINK_IDENTITY:
+            if self.forest is None:
                 return self.hx - self.hb.mean(axis=0, keepdims=True)
-            players = min(self.players_used(), MAX_LINK_PLAYERS)
-            values, overflow = kernels.additive_shap_link(
-                self.hx, self.hb, self.offset, self.link, players, kernels.coalition_weights(players),
-                kernels.popcounts(players),
-            )
-        if overflow.any():
-            raise ModelError(f"{self.name}: more than {MAX_LINK_PLAYERS} features differ between a row and a "
-                             "background row; exact probability-space SHAP is too costly. Use method='permutation'.")
-        return values
+            forest = self.forest
+            return self._identity_shapley(np.where(forest.left >= 0, self.groups[np.maximum(forest.feature, 0)], -1))
+        return self.estimate("exact")[0]
+
+
+@dataclass(frozen=True)
+class _LinkTrees:
+    """A sigmoid / softmax forest's per-node groups, background decisions and per-tree outputs."""
+
+    group: np.ndarray
+    splits: tuple[np.ndarray, ...]
+    go_b: np.ndarray
+    leaf_b: np.ndarray
+    weight_b: np.ndarray
+    tree_out: np.ndarray
+    chunk: int
+
+
+def _seeds(seed: int, step: int, rows: np.ndarray) -> np.ndarray:
+    """One generator seed per explained row and sampling pass (independent of threads and chunks)."""
+    mixed = np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint32)[0]
+    return ((int(mixed) + rows.astype(np.int64) * 7919) % (2**31 - 1)).astype(np.int64)
+
+
+def _units_needed(variances: np.ndarray, done: np.ndarray, target_se: float) -> np.ndarray:
+    """Units per pair that bring each row's largest standard error to ``target_se`` (at most ``MAX_UNITS``)."""
+    worst = variances.reshape(len(variances), -1).max(axis=1) if variances.size else np.zeros(len(done))
+    wanted = np.ceil(done * worst / target_se**2 * SAFETY)
+    return np.clip(wanted, done, MAX_UNITS).astype(np.int64)
 
 
 def apply_link(margin: np.ndarray, link: int) -> np.ndarray:
@@ -184,8 +359,12 @@ def apply_link(margin: np.ndarray, link: int) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def explain_child(game: ChildGame, native_x: np.ndarray, native_b: np.ndarray, n_outputs: int) -> ChildShapley:
-    """Check the game reproduces the child, then compute its Shapley values in AutoGluon's output columns."""
+def explain_child(game: ChildGame, native_x: np.ndarray, native_b: np.ndarray, n_outputs: int, mode: str = "exact",
+                  target_se: float = DEFAULT_TARGET_SE, seed: int = 0) -> ChildShapley:
+    """Check the game reproduces the child, then compute its Shapley values in AutoGluon's output columns.
+
+    ``mode``, ``target_se`` and ``seed``: see ``ChildGame.estimate``.
+    """
     own_x, own_b = _to_outputs(game, game.outputs("x"), n_outputs), _to_outputs(game, game.outputs("b"), n_outputs)
     rounding = game.float32_terms * FLOAT32_EPS
     tolerance = CHILD_PARITY_TOLERANCE + rounding
@@ -197,9 +376,11 @@ def explain_child(game: ChildGame, native_x: np.ndarray, native_b: np.ndarray, n
                 f"{gap:.3g} of the output scale on the {rows} rows (bound {tolerance:.3g}); this model variant is "
                 "not supported exactly. Use method='permutation'."
             )
-    values = _to_outputs(game, game.shapley(), n_outputs)
+    values, variances, decision = game.estimate(mode, target_se, seed)
     scale = np.maximum(output_scale(native_x), output_scale(native_b))
-    return ChildShapley(values=values, base=own_b.mean(axis=0), predictions=own_x, rounding=rounding * scale)
+    return ChildShapley(values=_to_outputs(game, values, n_outputs), base=own_b.mean(axis=0), predictions=own_x,
+                        rounding=rounding * scale, variances=_to_outputs(game, variances, n_outputs),
+                        decision=decision)
 
 
 def _to_outputs(game: ChildGame, array: np.ndarray, n_outputs: int) -> np.ndarray:

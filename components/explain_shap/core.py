@@ -1,8 +1,10 @@
 """``explain_shap`` core: SHAP values of an AutoGluon predictor → Parquet, metrics, HTML report, Markdown summary.
 
-``auto`` uses the exact ensemble TreeSHAP (``exact_tree.py``) when every model of the ensemble is a supported
-tree or linear family and its reconstruction matches the predictor; otherwise it falls back to shap's Permutation
-explainer (sampled, within ``time_budget_s``, with progress lines), and says why. shap's Kernel explainer runs only
+``auto`` uses the ensemble TreeSHAP (``exact_tree.py``) when every model of the ensemble is a supported tree or
+linear family and its reconstruction matches the predictor: exact for identity-output members at any width, and
+for sigmoid / softmax members exact or sampled to ``target_standard_error``, whichever the estimated cost favours
+(``sampled_tree``: per-value standard errors in the Parquet, metrics and report). Otherwise it falls back to shap's
+Permutation explainer (sampled, within ``time_budget_s``, with progress lines), and says why. shap's Kernel explainer runs only
 when asked for by name (``method="kernel"``): it is the slowest of all.
 """
 
@@ -20,14 +22,21 @@ from kfp_tabular.components._shared.files import all_or_nothing, atomic_path, wr
 from kfp_tabular.components._shared.predictor import load_predictor
 from kfp_tabular.components.explain_shap.agnostic import DEFAULT_TIME_BUDGET_S, quiet_libraries
 from kfp_tabular.components.explain_shap.data import align_dtypes, read_rows, sample
-from kfp_tabular.components.explain_shap.explanation import Explanation, model_outputs, relative_gap
+from kfp_tabular.components.explain_shap.explanation import (
+    DEFAULT_TARGET_SE,
+    Explanation,
+    model_outputs,
+    relative_gap,
+)
 from kfp_tabular.components.explain_shap.report import MAX_BEESWARMS, MAX_CLASS_COLUMNS, render_report
 from kfp_tabular.components.explain_shap.summary import MAX_SUMMARY_BASES, importance, summarize, top_outputs
 from kfp_tabular.errors import ConfigError, ModelError
 from kfp_tabular.text import clause
 
 LOGGER = logging.getLogger(__name__)
-METHODS = ("auto", "exact_tree", "permutation", "kernel")
+METHODS = ("auto", "exact_tree", "sampled_tree", "permutation", "kernel")
+# How ``explain_exact`` treats sigmoid / softmax members for each tree method.
+TREE_MODES = {"auto": "auto", "exact_tree": "exact", "sampled_tree": "sampled"}
 # ``base_value/<class>`` metrics logged at most (the classes with the largest mean |SHAP|); KFP shows every
 # metric in one table. The SHAP values Parquet holds every class's base value.
 MAX_OUTPUT_METRICS = 50
@@ -38,7 +47,8 @@ class ExplainConfig:
     """Settings of one explanation.
 
     Attributes:
-        method: ``auto`` (exact ensemble TreeSHAP when possible, else permutation), ``exact_tree``,
+        method: ``auto`` (ensemble TreeSHAP when possible, exact or sampled by cost; else permutation),
+            ``exact_tree`` (exact whatever it costs), ``sampled_tree`` (sigmoid / softmax members sampled),
             ``permutation`` or ``kernel`` (only by name; exact when ``sample_budget`` covers every coalition).
         background_size: Background rows sampled (seeded) from the background data.
         max_rows: Rows sampled (seeded) from the data to explain.
@@ -46,7 +56,9 @@ class ExplainConfig:
         sample_budget: Model evaluations per explained row for ``permutation`` / ``kernel`` (each evaluation
             averages over the background rows).
         time_budget_s: Seconds the ``permutation`` / ``kernel`` explainer may take; the step fails, naming this
-            setting, as soon as its projected time exceeds it (the exact method is not limited).
+            setting, as soon as its projected time exceeds it (the tree methods are not limited).
+        target_standard_error: Standard error every sampled tree value is driven to, on the output scale
+            (probabilities); at most ``MAX_UNITS`` antithetic permutations per (row, background row) pair.
     """
 
     method: str = "auto"
@@ -55,6 +67,7 @@ class ExplainConfig:
     seed: int = 0
     sample_budget: int = 512
     time_budget_s: float = DEFAULT_TIME_BUDGET_S
+    target_standard_error: float = DEFAULT_TARGET_SE
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -68,6 +81,10 @@ class ExplainConfig:
         budget = self.time_budget_s
         if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget < float("inf"):
             raise ConfigError(f"time_budget_s must be a positive number of seconds; got {budget!r}.")
+        target = self.target_standard_error
+        if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target < 1:
+            raise ConfigError(f"target_standard_error must be a number between 0 and 1 (probability scale); got "
+                              f"{target!r}.")
 
 
 @dataclass
@@ -79,7 +96,10 @@ class ExplainResult:
         metrics: ``importance/<feature>`` (mean |SHAP|), ``base_value/<output>`` (at most
             ``MAX_OUTPUT_METRICS`` outputs), ``rows_explained``, ``background_rows``, ``max_additivity_error``
             (relative to the per-output scale ``max(1, max |output|)``; probabilities: absolute),
-            ``additivity_tolerance`` (the bound the method guarantees on it), ``exact`` (1.0 when the values are exact Shapley values, 0.0 when sampled).
+            ``additivity_tolerance`` (the bound the method guarantees on it), ``exact`` (1.0 when the values are
+            exact Shapley values, 0.0 when sampled); tree methods also ``max_standard_error``,
+            ``mean_standard_error``, ``target_standard_error``, ``max_differing_features``, and the estimated
+            ``exact_operations`` / ``sampled_operations`` behind the exact-or-sampled choice.
         base_values: Base value per output (class probability, or the regression prediction).
         summary_markdown: The plain-language summary also written to ``summary_path``.
         reason: Why this method was used (e.g. why ``auto`` fell back to a model-agnostic explainer).
@@ -108,24 +128,26 @@ def additivity_error(explanation: Explanation, predictions: np.ndarray) -> float
 def run_method(predictor: Any, background: pd.DataFrame, rows: pd.DataFrame, predictions: np.ndarray,
                config: ExplainConfig) -> tuple[Explanation, str]:
     """Explain with the configured method; returns the explanation and why that method was used."""
-    if config.method in ("auto", "exact_tree"):
+    if config.method in TREE_MODES:
         from kfp_tabular.components.explain_shap.exact_tree import explain_exact
 
         try:
             with quiet_libraries():  # numba logs its compiler passes at DEBUG
-                explanation = explain_exact(predictor, background, rows)
+                explanation = explain_exact(predictor, background, rows, mode=TREE_MODES[config.method],
+                                            target_se=config.target_standard_error, seed=config.seed)
             error = additivity_error(explanation, predictions)
             if not error <= explanation.tolerance:
                 raise ModelError(f"Exact SHAP does not add up to the predictor's output (error {error:.3g} of the "
                                  f"output scale, bound {explanation.tolerance:.3g}); the ensemble has a step this "
                                  "method does not model.")
-            return explanation, "every model of the ensemble is a supported tree or linear family"
+            notes = "; ".join(explanation.notes)
+            return explanation, f"every model of the ensemble is a supported tree or linear family ({notes})"
         except ModelError as exc:
-            if config.method == "exact_tree":
+            if config.method != "auto":
                 raise
             reason = f"exact SHAP is not available: {exc}"
         except Exception as exc:  # auto: an unexpected model layout must not cost the user the explanation
-            if config.method == "exact_tree":
+            if config.method != "auto":
                 raise ModelError(f"Exact SHAP failed on this model: {type(exc).__name__}: {exc}") from exc
             reason = f"exact SHAP failed on this model ({type(exc).__name__}: {exc})"
     else:
@@ -141,7 +163,10 @@ def run_method(predictor: Any, background: pd.DataFrame, rows: pd.DataFrame, pre
 
 
 def values_table(explanation: Explanation, rows: pd.DataFrame, with_class: bool) -> pd.DataFrame:
-    """Long format: one row per (explained row, feature[, class]) with SHAP value, base value, feature value."""
+    """Long format: one row per (explained row, feature[, class]) with SHAP value, base value, feature value.
+
+    Sampled tree values (``sampled_tree``) also get ``shap_standard_error``, after ``shap_value``.
+    """
     n_rows, n_features, n_outputs = explanation.values.shape
     row_ids = np.repeat(rows.index.to_numpy(dtype=np.int64), n_features * n_outputs)
     features = np.tile(np.repeat(np.asarray(explanation.features, dtype=object), n_outputs), n_rows)
@@ -150,6 +175,8 @@ def values_table(explanation: Explanation, rows: pd.DataFrame, with_class: bool)
     if with_class:
         table["class"] = np.tile(np.asarray(explanation.outputs, dtype=object), n_rows * n_features)
     table["shap_value"] = explanation.values.reshape(-1)
+    if explanation.method == "sampled_tree":  # exact values have none; shap's explainers do not estimate it
+        table["shap_standard_error"] = explanation.standard_errors.reshape(-1)
     table["base_value"] = np.tile(explanation.base_values, n_rows * n_features)
     # Converted once per (row, feature), then repeated per class.
     table["feature_value"] = np.repeat(np.asarray([None if _missing(v) else str(v) for v in raw], dtype=object),
@@ -200,6 +227,13 @@ def method_text(explanation: Explanation, problem_type: str, reason: str, n_back
     if explanation.method == "exact_tree":
         how = ("exact ensemble TreeSHAP: exact interventional Shapley values of the whole AutoGluon ensemble "
                "(every bagged child explained on its own encoding of the data, combined with the ensemble weights)")
+    elif explanation.method == "sampled_tree":
+        errors = explanation.standard_errors
+        how = ("sampled ensemble TreeSHAP: interventional Shapley values of the whole AutoGluon ensemble, exact for "
+               "the members whose coalitions are cheap to enumerate and estimated by antithetic permutation "
+               "sampling through the same tree and linear kernels for the others, each value with its standard "
+               f"error (largest {errors.max():.2g}, mean {errors.mean():.2g}; column shap_standard_error; the "
+               "sampled walks add up exactly)")
     elif explanation.exact:
         how = (f"shap KernelExplainer on the whole predictor, exact here because its budget ({sample_budget} "
                f"model evaluations per row) covers all 2^{len(explanation.features)} feature coalitions; used "
@@ -208,6 +242,8 @@ def method_text(explanation: Explanation, problem_type: str, reason: str, n_back
         name = "Permutation" if explanation.method == "permutation" else "Kernel"
         how = (f"shap {name}Explainer on the whole predictor, approximate ({sample_budget} model evaluations per "
                f"row), because {reason}")
+    if explanation.notes:
+        how += f" [{'; '.join(explanation.notes)}]"
     return (f"Method: {how}. Output explained: {space}. {rows} rows explained against {n_background} background "
             f"rows; base value + SHAP values reproduce the model's output within {error:.1g}{scale}.")
 
@@ -254,6 +290,11 @@ def explain(model_dir: Path, background_path: Path, rows_path: Path, config: Exp
         metrics.update(rows_explained=float(len(rows)), background_rows=float(len(background)),
                        max_additivity_error=error, additivity_tolerance=float(explanation.tolerance),
                        exact=float(explanation.exact))
+        if explanation.standard_errors is not None:
+            metrics.update(max_standard_error=float(explanation.standard_errors.max(initial=0.0)),
+                           mean_standard_error=float(explanation.standard_errors.mean()) if explanation.values.size
+                           else 0.0, target_standard_error=float(config.target_standard_error))
+        metrics.update({name: float(value) for name, value in explanation.stats.items()})
         _write_parquet(values_table(explanation, rows, predictor.problem_type != "regression"), values_path)
         write_text_atomic(summary_path, summary)
         truncation = truncation_note(len(explanation.outputs))

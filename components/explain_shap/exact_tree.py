@@ -18,7 +18,7 @@ import pandas as pd
 
 from kfp_tabular.components._shared.ensemble import EnsembleStructure, describe_ensemble
 from kfp_tabular.components.explain_shap.children import (
-    MAX_LINK_PLAYERS,
+    DEFAULT_TARGET_SE,
     build_game,
     explain_child,
     native_outputs,
@@ -53,12 +53,6 @@ def unsupported_reason(predictor: Any, structure: EnsembleStructure | None = Non
         model = trainer.load_model(name)
         if getattr(model, "temperature_scalar", None) is not None or getattr(model, "conformalize", None) is not None:
             return f"{name} is calibrated (temperature scaling / conformalization is not linear in probabilities)"
-    if predictor.problem_type != "regression":
-        link_features = len(predictor.original_features)
-        has_link = any(m.family in {"GBM", "XGB", "LR"} for m in structure.members)
-        if has_link and link_features > MAX_LINK_PLAYERS:
-            return (f"{link_features} features: exact probability-space SHAP of boosted or linear classifiers "
-                    f"enumerates feature coalitions and is limited to {MAX_LINK_PLAYERS} features")
     return None
 
 
@@ -74,18 +68,24 @@ def raw_feature_groups(predictor: Any, features: list[str]) -> dict[str, int]:
     return group_of
 
 
-def explain_exact(predictor: Any, background: pd.DataFrame, rows: pd.DataFrame,
-                  model: str | None = None) -> Explanation:
-    """Exact interventional SHAP values of ``rows`` against ``background`` (raw frames with the same columns).
+def explain_exact(predictor: Any, background: pd.DataFrame, rows: pd.DataFrame, model: str | None = None,
+                  mode: str = "exact", target_se: float = DEFAULT_TARGET_SE, seed: int = 0) -> Explanation:
+    """Interventional SHAP values of ``rows`` against ``background`` (raw frames with the same columns).
 
     Args:
         predictor: A loaded ``TabularPredictor``.
         background: Raw background rows (the features only).
         rows: Raw rows to explain, same columns.
         model: Model to explain; defaults to the predictor's best model.
+        mode: For sigmoid / softmax members: ``exact`` (enumerate coalitions), ``sampled`` (antithetic
+            permutation sampling through the same kernels, to ``target_se``) or ``auto`` (by estimated cost).
+            Identity-output members (forests, regression, linear regression) are exact in every mode.
+        target_se: Standard error each sampled value is driven to, on the output scale (probabilities).
+        seed: Seed of the sampling.
 
     Raises:
-        ModelError: the ensemble is not supported, or a child cannot be reproduced exactly.
+        ModelError: the ensemble is not supported, a child cannot be reproduced exactly, or ``exact`` was asked
+            for more differing features than the coalition tables hold.
     """
     structure = describe_ensemble(predictor, model)
     reason = unsupported_reason(predictor, structure)
@@ -97,21 +97,37 @@ def explain_exact(predictor: Any, background: pd.DataFrame, rows: pd.DataFrame,
     x, b = predictor.transform_features(rows), predictor.transform_features(background)
     values = np.zeros((len(rows), len(features), len(outputs)))
     base = np.zeros(len(outputs))
+    variances = np.zeros_like(values)
     rounding = np.zeros(len(outputs))
     total_weight = sum(m.weight for m in structure.members)
-    for member in structure.members:
+    notes: dict[str, list[str]] = {}
+    stats = {"max_differing_features": 0.0, "exact_operations": 0.0, "sampled_operations": 0.0}
+    exact = True
+    for index, member in enumerate(structure.members):
         share = member.weight / total_weight / len(member.children)
-        for child in member.children:
+        for number, child in enumerate(member.children):
             game = build_game(child, member.family, predictor.problem_type, len(outputs), group_of, len(features),
                               x, b)
             native_x = native_outputs(child, x, len(outputs))
             native_b = native_outputs(child, b, len(outputs))
-            result = explain_child(game, native_x, native_b, len(outputs))
+            result = explain_child(game, native_x, native_b, len(outputs), mode, target_se,
+                                   seed * 1000 + index * 100 + number)
             values += share * result.values
+            variances += share**2 * result.variances  # children are sampled independently
             base += share * result.base
             rounding += share * result.rounding
+            exact &= result.decision.exact
+            notes.setdefault(result.decision.why, []).append(member.name)
+            decision = result.decision
+            stats["max_differing_features"] = max(stats["max_differing_features"], decision.players)
+            stats["exact_operations"] += decision.exact_operations
+            if not np.isnan(decision.sampled_operations):
+                stats["sampled_operations"] += decision.sampled_operations
     explanation = Explanation(values=values, base_values=base, features=features, outputs=outputs,
-                              method="exact_tree", exact=True)
+                              method="exact_tree" if exact else "sampled_tree", exact=exact,
+                              standard_errors=np.sqrt(variances),
+                              notes=[f"{', '.join(dict.fromkeys(names))}: {why}" for why, names in notes.items()],
+                              stats=stats)
     # The members' own float32 sums pass into the ensemble's output with their weights.
     explanation.tolerance = ADDITIVITY_TOLERANCE + float((rounding / output_scale(explanation.reconstruction())).max())
     return explanation

@@ -7,7 +7,7 @@ comparable and add up to ``predict_proba`` (plus the base value).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,8 @@ FLOAT32_EPS = 2.0**-24
 # base + sum(SHAP) must equal the model output within this, relative to ``output_scale`` (probabilities: absolute),
 # plus what the model's own float32 sums may add (``Explanation.tolerance``).
 ADDITIVITY_TOLERANCE = 1e-6
+# Default target standard error of a sampled value (``sampled_tree``), on the output scale (probabilities).
+DEFAULT_TARGET_SE = 1e-3
 
 
 @dataclass
@@ -29,8 +31,15 @@ class Explanation:
         base_values: ``(outputs,)`` expected output over the background rows.
         features: Raw feature names (the players), in column order.
         outputs: Class names (binary: the positive class only) or the label name (regression).
-        method: ``exact_tree``, ``permutation``, ``kernel`` or ``brute_force``.
+        method: ``exact_tree``, ``sampled_tree`` (our tree and linear kernels, some members sampled),
+            ``permutation``, ``kernel`` or ``brute_force``.
         exact: Whether the values are the exact Shapley values (not sampled estimates).
+        standard_errors: ``(rows, features, outputs)`` standard error of each value: 0 where exact, estimated
+            for ``sampled_tree``; ``None`` where the method does not estimate it (shap's explainers).
+        notes: How each part was computed (``sampled_tree`` / ``exact_tree``: per member family, exact or
+            sampled and why).
+        stats: Cost figures of the choice (``max_differing_features``, estimated ``exact_operations`` and
+            ``sampled_operations``), for the metrics.
         tolerance: Bound on ``relative_gap(reconstruction(), model output)`` that the method guarantees; above the
             default only where the model itself rounds in float32 (see ``children.explain_child``).
     """
@@ -42,6 +51,9 @@ class Explanation:
     method: str
     exact: bool = False
     tolerance: float = ADDITIVITY_TOLERANCE
+    standard_errors: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=dict)
 
     def reconstruction(self) -> np.ndarray:
         """``base + sum of SHAP values`` per row and output; equals the model output when additive."""

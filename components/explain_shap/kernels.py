@@ -404,8 +404,8 @@ def tree_shap_identity_tables(X, B, feature, group, kind, threshold, default_lef
 
 
 @_compiled()
-def _accumulate_shapley(coef, d, offset, link, n_out, weights, counts, outputs, margin, players, acc):
-    """Margins of all ``2^d`` coalitions from Möbius coefficients, link, then Shapley values into ``acc``."""
+def _accumulate_shapley(coef, d, offset, link, n_out, weights, counts, outputs, margin, players, acc, scale):
+    """Margins of all ``2^d`` coalitions from Möbius coefficients, link, then ``scale`` × Shapley values into ``acc``."""
     size = 1 << d
     for bit in range(d):  # zeta transform: coef[S] becomes the sum over subsets of S
         step = 1 << bit
@@ -422,7 +422,7 @@ def _accumulate_shapley(coef, d, offset, link, n_out, weights, counts, outputs, 
         g = players[local]
         for s in range(size):
             if not s & step:
-                w = weights[d, counts[s]]
+                w = scale * weights[d, counts[s]]
                 for k in range(n_out):
                     acc[g, k] += w * (outputs[s | step, k] - outputs[s, k])
     for s in range(size):
@@ -456,12 +456,13 @@ def leaves_reached(go, left, right, roots):
 
 
 @_compiled(parallel=True)
-def tree_shap_link(go_x, go_b, leaf_x, leaf_b, group, left, right, value, roots, tree_out, offset, link,
+def tree_shap_link(go_x, go_b, leaf_x, leaf_b, weight_b, group, left, right, value, roots, tree_out, offset, link,
                    n_groups, max_depth, max_players, weights, counts):
     """Exact interventional Shapley values of ``link(offset + sum of leaf values)`` (sigmoid or softmax).
 
     ``go_x`` / ``go_b``: every row's decision at every node (``node_decisions``); ``leaf_x`` / ``leaf_b``: the
-    leaf each row reaches per tree; ``tree_out[t]``: the only margin tree t adds to, or -1 for all of them.
+    leaf each row reaches per tree; ``weight_b[j]``: background row j's weight (they sum to 1: duplicates of one
+    decision pattern are explained once); ``tree_out[t]``: the only margin tree t adds to, or -1 for all of them.
     ``value`` has one column per margin (``offset``), or a single one when every tree adds to one margin.
     Returns ``(Shapley values (rows, n_groups, outputs), overflow)``; ``overflow[i]`` is set when some pair had
     more than ``max_players`` features with different decisions (its values are then incomplete).
@@ -551,17 +552,18 @@ def tree_shap_link(go_x, go_b, leaf_x, leaf_b, group, left, right, value, roots,
                 while n_assigned > 0:
                     n_assigned -= 1
                     side[assigned[n_assigned]] = 0
-            _accumulate_shapley(coef, d, offset, link, n_out, weights, counts, outputs, margin, players, acc)
+            _accumulate_shapley(coef, d, offset, link, n_out, weights, counts, outputs, margin, players, acc,
+                                weight_b[j])
             for local in range(d):
                 local_of[players[local]] = -1
         for g in range(n_groups):
             for k in range(n_out):
-                phi[i, g, k] = acc[g, k] / n_b
+                phi[i, g, k] = acc[g, k]
     return phi, overflow
 
 
 @_compiled(parallel=True)
-def additive_shap_link(hx, hb, offset, link, max_players, weights, counts):
+def additive_shap_link(hx, hb, weight_b, offset, link, max_players, weights, counts):
     """Exact interventional Shapley values of ``link(offset + sum_g h_g(z_g))`` (a linear model's margin).
 
     ``hx[i, g]`` / ``hb[j, g]`` are feature g's margin terms for explained row i / background row j.
@@ -596,8 +598,311 @@ def additive_shap_link(hx, hb, offset, link, max_players, weights, counts):
                     for k in range(n_margin):
                         coef[1 << d, k] = hx[i, g, k] - hb[j, g, k]
                     d += 1
-            _accumulate_shapley(coef, d, offset, link, n_out, weights, counts, outputs, margin, players, acc)
+            _accumulate_shapley(coef, d, offset, link, n_out, weights, counts, outputs, margin, players, acc,
+                                weight_b[j])
         for g in range(n_groups):
             for k in range(n_out):
-                phi[i, g, k] = acc[g, k] / n_b
+                phi[i, g, k] = acc[g, k]
     return phi, overflow
+
+
+# --- beyond the exact limit: pair leaves, costs, antithetic permutation sampling ---------------------------
+#
+# For one pair (x, b) a tree ensemble's margin at coalition S is the sum of the values of the leaves with
+# P ⊆ S and N ∩ S = ∅ (module docstring). Along a permutation of the pair's d players, the coalitions are the
+# prefixes, so such a leaf is reached exactly from step max pos(P) + 1 to step min pos(N): one walk costs the
+# leaves' (P, N) entries plus d + 1 link evaluations, against 2^d coalitions for the exact sum. The marginal
+# contributions of one walk telescope to f(x) - f(b), so every sample, and the estimate, adds up exactly.
+
+PAIR_LEAVES, PAIR_MEMBERS, PAIR_PLAYERS, PAIR_EXPANSION = 0, 1, 2, 3
+
+
+@_compiled()
+def _pair_leaves(i, j, go_x, go_b, leaf_x, leaf_b, group, left, right, value, roots, tree_out, store, side,
+                 local_of, players, assigned, st_node, st_len, st_group, st_side, const, leaf_node, leaf_tree,
+                 leaf_mstart, members, member_side, sizes):
+    """Reachable leaves of the pair (x_i, b_j) with their (P, N) in local player indices.
+
+    ``sizes[PAIR_*]``: leaves, (P, N) entries, players d (``players[:d]``, ``local_of`` set for them: the caller
+    resets it) and Möbius terms ``sum 2^|N|``. With ``store``: trees where both rows reach one leaf add their
+    value to ``const``, and every other reachable leaf is written to the leaf buffers.
+    """
+    n_margin = const.shape[0]
+    compact = value.shape[1] != n_margin
+    n_leaves, n_members, d, expansion = 0, 0, 0, 0
+    for t in range(roots.shape[0]):
+        if leaf_x[i, t] == leaf_b[j, t]:
+            if store:
+                only = tree_out[t]
+                if only >= 0:
+                    const[only] += value[leaf_x[i, t], 0 if compact else only]
+                else:
+                    for k in range(n_margin):
+                        const[k] += value[leaf_x[i, t], k]
+            continue
+        top = 1
+        st_node[0], st_len[0], st_group[0], st_side[0] = roots[t], 0, -1, 0
+        n_assigned = 0
+        while top > 0:
+            top -= 1
+            node, length, new_group, new_side = st_node[top], st_len[top], st_group[top], st_side[top]
+            while n_assigned > length:
+                n_assigned -= 1
+                side[assigned[n_assigned]] = 0
+            if new_group >= 0:
+                side[new_group] = new_side
+                assigned[n_assigned] = new_group
+                n_assigned += 1
+            if left[node] < 0:
+                if store:
+                    leaf_node[n_leaves] = node
+                    leaf_tree[n_leaves] = t
+                    leaf_mstart[n_leaves] = n_members
+                negatives = 0
+                for ai in range(n_assigned):
+                    a = assigned[ai]
+                    if local_of[a] < 0:
+                        local_of[a] = d
+                        players[d] = a
+                        d += 1
+                    if store:
+                        members[n_members] = local_of[a]
+                        member_side[n_members] = side[a]
+                    n_members += 1
+                    if side[a] == -1:
+                        negatives += 1
+                n_leaves += 1
+                expansion += np.int64(1) << min(negatives, 40)
+                continue
+            g = group[node]
+            lx, lb = go_x[i, node], go_b[j, node]
+            if side[g] != 0:
+                go = lx if side[g] == 1 else lb
+                st_node[top], st_len[top], st_group[top] = left[node] if go else right[node], n_assigned, -1
+                top += 1
+            elif lx == lb:
+                st_node[top], st_len[top], st_group[top] = left[node] if lx else right[node], n_assigned, -1
+                top += 1
+            else:
+                st_node[top], st_len[top], st_group[top] = left[node] if lx else right[node], n_assigned, g
+                st_side[top] = 1
+                top += 1
+                st_node[top], st_len[top], st_group[top] = left[node] if lb else right[node], n_assigned, g
+                st_side[top] = -1
+                top += 1
+        while n_assigned > 0:
+            n_assigned -= 1
+            side[assigned[n_assigned]] = 0
+    if store:
+        leaf_mstart[n_leaves] = n_members
+    sizes[PAIR_LEAVES], sizes[PAIR_MEMBERS], sizes[PAIR_PLAYERS], sizes[PAIR_EXPANSION] = (
+        n_leaves, n_members, d, expansion)
+
+
+@_compiled(parallel=True)
+def pair_sizes(go_x, go_b, leaf_x, leaf_b, group, left, right, roots, n_groups, max_depth):
+    """``out[i, j, PAIR_*]``: what ``_pair_leaves`` finds for every pair, without storing it (costs, buffers)."""
+    n_x, n_b = go_x.shape[0], go_b.shape[0]
+    out = np.zeros((n_x, n_b, 4), dtype=np.int64)
+    dummy_value = np.zeros((1, 1))
+    tree_out = np.full(roots.shape[0], -1, dtype=np.int64)
+    for i in prange(n_x):
+        side = np.zeros(n_groups, dtype=np.int8)
+        local_of = np.full(n_groups, -1, dtype=np.int64)
+        players = np.empty(n_groups, dtype=np.int64)
+        assigned = np.empty(max_depth + 1, dtype=np.int64)
+        st_node = np.empty(max_depth + 2, dtype=np.int64)
+        st_len = np.empty(max_depth + 2, dtype=np.int64)
+        st_group = np.empty(max_depth + 2, dtype=np.int64)
+        st_side = np.empty(max_depth + 2, dtype=np.int8)
+        const = np.zeros(1)
+        none = np.zeros(1, dtype=np.int64)
+        none8 = np.zeros(1, dtype=np.int8)
+        sizes = np.zeros(4, dtype=np.int64)
+        for j in range(n_b):
+            _pair_leaves(i, j, go_x, go_b, leaf_x, leaf_b, group, left, right, dummy_value, roots, tree_out, False,
+                         side, local_of, players, assigned, st_node, st_len, st_group, st_side, const, none, none,
+                         none, none, none8, sizes)
+            for p in range(sizes[PAIR_PLAYERS]):
+                local_of[players[p]] = -1
+            for s in range(4):
+                out[i, j, s] = sizes[s]
+    return out
+
+
+@_compiled()
+def _shuffle(order, d):
+    """Uniform random permutation of ``order[:d]`` (Fisher-Yates, numba's per-thread generator)."""
+    for k in range(d):
+        order[k] = k
+    for k in range(d - 1, 0, -1):
+        r = np.random.randint(0, k + 1)
+        order[k], order[r] = order[r], order[k]
+
+
+@_compiled()
+def _add_unit(steps, order, d, n_out, contrib, s1, s2):
+    """Fold one antithetic unit (walks ``order`` and its reverse, outputs ``steps[0]`` / ``steps[1]``) into s1, s2."""
+    for k in range(d):
+        forward, backward = order[k], order[d - 1 - k]
+        for o in range(n_out):
+            contrib[forward, o] += 0.5 * (steps[0, k + 1, o] - steps[0, k, o])
+            contrib[backward, o] += 0.5 * (steps[1, k + 1, o] - steps[1, k, o])
+    for p in range(d):
+        for o in range(n_out):
+            s1[p, o] += contrib[p, o]
+            s2[p, o] += contrib[p, o] * contrib[p, o]
+            contrib[p, o] = 0.0
+
+
+@_compiled()
+def _fold_pair(s1, s2, d, n_out, units, weight, players, phi_i, var_i):
+    """Pair mean of the units (weighted) into ``phi_i``; its variance estimate ``s² / units`` into ``var_i``."""
+    for p in range(d):
+        g = players[p]
+        for o in range(n_out):
+            mean = s1[p, o] / units
+            phi_i[g, o] += weight * mean
+            if units > 1:
+                spread = max(0.0, s2[p, o] - s1[p, o] * mean) / (units - 1)
+                var_i[g, o] += weight * weight * spread / units
+            s1[p, o] = 0.0
+            s2[p, o] = 0.0
+
+
+@_compiled(parallel=True)
+def tree_shap_link_sampled(go_x, go_b, leaf_x, leaf_b, weight_b, group, left, right, value, roots, tree_out,
+                           offset, link, n_groups, max_depth, max_leaves, max_members, units, seeds):
+    """Antithetic permutation estimates of the values ``tree_shap_link`` computes exactly.
+
+    Every pair (x_i, b_j) gets ``units[i]`` antithetic units (a uniform permutation of the pair's players and its
+    reverse); ``weight_b[j]`` weighs background row j (they sum to 1). Returns ``(estimates, variances)``, both
+    ``(rows, n_groups, outputs)``: the stratified mean over background rows and its estimated variance. Row i's
+    generator is seeded with ``seeds[i]``, so results do not depend on the thread schedule.
+    """
+    n_x, n_b, n_margin = go_x.shape[0], go_b.shape[0], offset.shape[0]
+    compact = value.shape[1] != n_margin
+    n_out = 1 if link == LINK_SIGMOID else n_margin
+    phi = np.zeros((n_x, n_groups, n_out))
+    var = np.zeros((n_x, n_groups, n_out))
+    for i in prange(n_x):
+        np.random.seed(seeds[i])
+        side = np.zeros(n_groups, dtype=np.int8)
+        local_of = np.full(n_groups, -1, dtype=np.int64)
+        players = np.empty(n_groups, dtype=np.int64)
+        assigned = np.empty(max_depth + 1, dtype=np.int64)
+        st_node = np.empty(max_depth + 2, dtype=np.int64)
+        st_len = np.empty(max_depth + 2, dtype=np.int64)
+        st_group = np.empty(max_depth + 2, dtype=np.int64)
+        st_side = np.empty(max_depth + 2, dtype=np.int8)
+        const = np.zeros(n_margin)
+        leaf_node = np.empty(max_leaves + 1, dtype=np.int64)
+        leaf_tree = np.empty(max_leaves + 1, dtype=np.int64)
+        leaf_mstart = np.empty(max_leaves + 1, dtype=np.int64)
+        members = np.empty(max_members + 1, dtype=np.int64)
+        member_side = np.empty(max_members + 1, dtype=np.int8)
+        sizes = np.zeros(4, dtype=np.int64)
+        order = np.empty(n_groups, dtype=np.int64)
+        position = np.empty(n_groups, dtype=np.int64)
+        diff = np.zeros((n_groups + 2, n_margin))
+        margin = np.zeros(n_margin)
+        steps = np.zeros((2, n_groups + 1, n_out))
+        contrib = np.zeros((n_groups, n_out))
+        s1 = np.zeros((n_groups, n_out))
+        s2 = np.zeros((n_groups, n_out))
+        for j in range(n_b):
+            for k in range(n_margin):
+                const[k] = offset[k]
+            _pair_leaves(i, j, go_x, go_b, leaf_x, leaf_b, group, left, right, value, roots, tree_out, True, side,
+                         local_of, players, assigned, st_node, st_len, st_group, st_side, const, leaf_node,
+                         leaf_tree, leaf_mstart, members, member_side, sizes)
+            d, n_leaves = sizes[PAIR_PLAYERS], sizes[PAIR_LEAVES]
+            for _ in range(units[i] if d > 0 else 0):
+                _shuffle(order, d)
+                for k in range(d):
+                    position[order[k]] = k
+                for direction in range(2):
+                    for k in range(d + 2):
+                        for c in range(n_margin):
+                            diff[k, c] = 0.0
+                    for leaf in range(n_leaves):
+                        start, end = 0, d
+                        for m in range(leaf_mstart[leaf], leaf_mstart[leaf + 1]):
+                            p = position[members[m]] if direction == 0 else d - 1 - position[members[m]]
+                            if member_side[m] == 1:
+                                start = max(start, p + 1)
+                            else:
+                                end = min(end, p)
+                        if start <= end:
+                            node = leaf_node[leaf]
+                            only = tree_out[leaf_tree[leaf]]
+                            if only >= 0:
+                                v = value[node, 0 if compact else only]
+                                diff[start, only] += v
+                                diff[end + 1, only] -= v
+                            else:
+                                for c in range(n_margin):
+                                    diff[start, c] += value[node, c]
+                                    diff[end + 1, c] -= value[node, c]
+                    for c in range(n_margin):
+                        margin[c] = const[c]
+                    for k in range(d + 1):
+                        for c in range(n_margin):
+                            margin[c] += diff[k, c]
+                        _apply_link(margin, link, steps[direction, k])
+                _add_unit(steps, order, d, n_out, contrib, s1, s2)
+            # order[k] is a local player; _add_unit indexed contributions by local player, _fold_pair maps them.
+            _fold_pair(s1, s2, d, n_out, units[i], weight_b[j], players, phi[i], var[i])
+            for p in range(d):
+                local_of[players[p]] = -1
+    return phi, var
+
+
+@_compiled(parallel=True)
+def additive_shap_link_sampled(hx, hb, weight_b, offset, link, units, seeds):
+    """Antithetic permutation estimates of the values ``additive_shap_link`` computes exactly (a linear margin).
+
+    Returns ``(estimates, variances)`` as ``tree_shap_link_sampled``.
+    """
+    n_x, n_groups, n_margin = hx.shape
+    n_b = hb.shape[0]
+    n_out = 1 if link == LINK_SIGMOID else n_margin
+    phi = np.zeros((n_x, n_groups, n_out))
+    var = np.zeros((n_x, n_groups, n_out))
+    for i in prange(n_x):
+        np.random.seed(seeds[i])
+        players = np.empty(n_groups, dtype=np.int64)
+        order = np.empty(n_groups, dtype=np.int64)
+        margin = np.zeros(n_margin)
+        start = np.zeros(n_margin)
+        steps = np.zeros((2, n_groups + 1, n_out))
+        contrib = np.zeros((n_groups, n_out))
+        s1 = np.zeros((n_groups, n_out))
+        s2 = np.zeros((n_groups, n_out))
+        for j in range(n_b):
+            d = 0
+            for c in range(n_margin):
+                start[c] = offset[c]
+            for g in range(n_groups):
+                differs = False
+                for c in range(n_margin):
+                    start[c] += hb[j, g, c]
+                    if hx[i, g, c] != hb[j, g, c]:
+                        differs = True
+                if differs:
+                    players[d] = g
+                    d += 1
+            for _ in range(units[i] if d > 0 else 0):
+                _shuffle(order, d)
+                for direction in range(2):
+                    for c in range(n_margin):
+                        margin[c] = start[c]
+                    _apply_link(margin, link, steps[direction, 0])
+                    for k in range(d):
+                        g = players[order[k] if direction == 0 else order[d - 1 - k]]
+                        for c in range(n_margin):
+                            margin[c] += hx[i, g, c] - hb[j, g, c]
+                        _apply_link(margin, link, steps[direction, k + 1])
+                _add_unit(steps, order, d, n_out, contrib, s1, s2)
+            _fold_pair(s1, s2, d, n_out, units[i], weight_b[j], players, phi[i], var[i])
+    return phi, var

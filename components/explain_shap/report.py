@@ -35,7 +35,13 @@ def render_report(explanation: Explanation, rows: pd.DataFrame, predictions: np.
     """
     report = HtmlReport("SHAP explanation")
     name = "ensemble TreeSHAP" if explanation.method == "exact_tree" else explanation.method
-    report.badge(f"EXACT ({name})" if explanation.exact else f"APPROXIMATE ({name})", ok=explanation.exact)
+    if explanation.exact:
+        report.badge(f"EXACT ({name})", ok=True)
+    elif explanation.method == "sampled_tree":
+        worst = float(explanation.standard_errors.max(initial=0.0))
+        report.badge(f"SAMPLED (ensemble TreeSHAP, standard error ≤ {worst:.1g})", ok=True)
+    else:
+        report.badge(f"APPROXIMATE ({name})", ok=False)
     report.paragraph(method_text)
     if truncation:
         report.paragraph(truncation)

@@ -119,3 +119,42 @@ def large_targets(tmp_path_factory: pytest.TempPathFactory):
         return cache[scale]
 
     return fit
+
+
+def wide_table(n_features: int, problem_type: str, rows: int = 300, seed: int = 0) -> pd.DataFrame:
+    """Numeric features (a few missing values), a label driven by several of them with an interaction."""
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame({f"f{k:02d}": rng.normal(size=rows) for k in range(n_features)})
+    table.loc[rng.random(rows) < 0.03, "f01"] = np.nan
+    signal = (table.iloc[:, :6].fillna(0).sum(axis=1) + table["f00"] * table["f02"]
+              + 0.3 * table.iloc[:, 6:].sum(axis=1) / np.sqrt(n_features))
+    noisy = signal + rng.normal(0, 0.5, rows)
+    if problem_type == "regression":
+        table["label"] = 100 * noisy
+    elif problem_type == "binary":
+        table["label"] = np.where(noisy > 0, "yes", "no")
+    else:
+        table["label"] = np.asarray(["low", "mid", "high"])[np.digitize(noisy, [-0.8, 0.8])]
+    return table
+
+
+@pytest.fixture(scope="session")
+def fit_wide(tmp_path_factory: pytest.TempPathFactory):
+    """``fit_wide(n_features, problem_type, families)`` → (predictor, table), cached; families from HYPERPARAMETERS."""
+    cache: dict[tuple, tuple[object, pd.DataFrame]] = {}
+
+    def fit(n_features: int, problem_type: str, families: tuple[str, ...]):
+        key = (n_features, problem_type, families)
+        if key not in cache:
+            from autogluon.tabular import TabularPredictor
+
+            table = wide_table(n_features, problem_type)
+            folder = tmp_path_factory.mktemp(f"wide_{n_features}_{problem_type}")
+            predictor = TabularPredictor(label="label", problem_type=problem_type, path=str(folder),
+                                         verbosity=0).fit(table, hyperparameters={f: HYPERPARAMETERS[f]
+                                                                                  for f in families},
+                                                          num_cpus=1, time_limit=60)
+            cache[key] = (predictor, table)
+        return cache[key]
+
+    return fit
