@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
-from kfp_tabular.components._image import IMAGE
+from kfp_tabular.components._image import GPU_IMAGE
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def optimize_tensorrt(
     savedmodel: Input[Model],
     test_data: Input[Dataset],

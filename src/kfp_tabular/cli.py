@@ -18,9 +18,11 @@ from kfp_tabular.errors import KfpTabularError
 DEFAULT_YAML = Path("dist/tabular_training.yaml")
 
 
-def _set_image(image: str | None) -> None:
+def _set_image(image: str | None, gpu_image: str | None = None) -> None:
     if image:
         os.environ["KFP_TABULAR_IMAGE"] = image
+    if gpu_image:
+        os.environ["KFP_TABULAR_GPU_IMAGE"] = gpu_image
 
 
 SKAFFOLD_ARTIFACT = "kfp-tabular"  # the artifact's `image` in skaffold.yaml
@@ -59,7 +61,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         if args.print_image:
             print(args.image)
             return 0
-    _set_image(args.image)
+    _set_image(args.image, args.gpu_image)
     from kfp_tabular.components._image import IMAGE
     from kfp_tabular.pipelines.compile import compile_pipeline
 
@@ -224,7 +226,7 @@ def _parse_param(item: str) -> tuple[str, str]:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    _set_image(args.image)
+    _set_image(args.image, args.gpu_image)
     from kfp_tabular.pipelines.compile import compile_pipeline
     from kfp_tabular.submit import submit_and_report
 
@@ -272,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="use the image Skaffold built: the file of `skaffold build --file-output=BUILD_JSON`")
     p.add_argument("--print-image", action="store_true",
                    help="with --build-output: print the image reference it names and exit without compiling")
+    p.add_argument("--gpu-image", help="image of the optimize_tensorrt step, the Dockerfile's gpu target (default: "
+                   "$KFP_TABULAR_GPU_IMAGE or <registry>/kfp-tabular:<ver>-gpu)")
     p.set_defaults(func=_cmd_compile)
 
     p = sub.add_parser("run", help="run the whole pipeline on this machine through kfp.local")
@@ -329,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="kfp-tabular")
     p.add_argument("--run-name")
     p.add_argument("--image", help="component image reference, ideally digest-pinned")
+    p.add_argument("--gpu-image", help="image of the optimize_tensorrt step (the Dockerfile's gpu target)")
     p.add_argument("--output", type=Path, default=DEFAULT_YAML)
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="pipeline parameter, typed as the pipeline declares it (repeatable)")

@@ -14,7 +14,7 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from kfp_tabular.components._image import IMAGE
+from kfp_tabular.components._image import GPU_IMAGE, IMAGE
 
 EXPECTED_DEFAULTS = {
     "source_uri": "builtin://penguins",
@@ -71,7 +71,7 @@ def test_every_executor_runs_the_single_image_without_installing_packages(docume
     assert len(executors) == 8  # optimize_tensorrt included (GPU stage)
     for name, executor in executors.items():
         container = executor["container"]
-        assert container["image"] == IMAGE, name
+        assert container["image"] == (GPU_IMAGE if name == "exec-optimize-tensorrt" else IMAGE), name
         script = " ".join(container["command"])
         assert "pip install" not in script, f"{name} installs packages at run time"
         assert "ensurepip" not in script, name
@@ -212,15 +212,18 @@ def test_every_step_has_cpu_and_memory_limits(documents):
 
 def test_cli_compile_injects_the_image_reference(tmp_path):
     image = "registry.example/kfp-tabular@sha256:" + "a" * 64
+    gpu_image = "registry.example/kfp-tabular-gpu@sha256:" + "b" * 64
     output = tmp_path / "pipeline.yaml"
-    env = {k: v for k, v in os.environ.items() if k != "KFP_TABULAR_IMAGE"}
+    env = {k: v for k, v in os.environ.items() if k not in {"KFP_TABULAR_IMAGE", "KFP_TABULAR_GPU_IMAGE"}}
     subprocess.run(
-        [sys.executable, "-m", "kfp_tabular.cli", "compile", "--image", image, "--output", str(output)],
+        [sys.executable, "-m", "kfp_tabular.cli", "compile", "--image", image, "--gpu-image", gpu_image,
+         "--output", str(output)],
         check=True, env=env, capture_output=True,
     )
     spec = next(yaml.safe_load_all(output.read_text()))
-    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
-    assert images == {image}
+    images = {name: e["container"]["image"] for name, e in spec["deploymentSpec"]["executors"].items()}
+    assert images.pop("exec-optimize-tensorrt") == gpu_image
+    assert set(images.values()) == {image}
 
 
 def test_default_image_is_tagged_with_the_package_version():
@@ -239,6 +242,11 @@ def test_optimize_gpu_stage_gets_a_gpu_and_a_toleration(documents):
     executor = documents[0]["deploymentSpec"]["executors"]["exec-optimize-tensorrt"]
     accelerator = executor["container"]["resources"]["accelerator"]
     assert accelerator["resourceType"] == "nvidia.com/gpu" and int(accelerator["resourceCount"]) == 1
+    # It runs in the Dockerfile's gpu target (TensorRT); every other step in the CPU image.
+    assert executor["container"]["image"] == GPU_IMAGE and GPU_IMAGE.endswith("-gpu")
+    others = {e["container"]["image"] for name, e in documents[0]["deploymentSpec"]["executors"].items()
+              if name != "exec-optimize-tensorrt"}
+    assert others == {IMAGE}
     platform = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-optimize-tensorrt"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in platform["tolerations"]
     # Only after the export of a blessed model, and only when asked.

@@ -84,7 +84,7 @@ def test_base_image_is_a_python_the_package_supports():
     assert f">=3.{minor.group(1)}" in PYPROJECT["project"]["requires-python"]
     assert ":latest" not in base
     froms = [a for o, a in INSTRUCTIONS if o == "FROM"]
-    assert froms == ["${BASE_IMAGE} AS builder", "${BASE_IMAGE} AS runtime"]
+    assert froms == [f"${{BASE_IMAGE}} AS {stage}" for stage in ("builder", "gpu-builder", "gpu", "runtime")]
 
 
 def test_builder_installs_the_lock_then_the_package_without_dependencies():
@@ -148,12 +148,37 @@ def test_libgomp_pin_is_a_build_arg_matching_each_base_release():
     assert f">={python}" in PYPROJECT["project"]["requires-python"]
 
 
-def test_the_ca_bundle_secret_reaches_pip_in_the_builder_only():
+def test_the_ca_bundle_secret_reaches_pip_in_the_builders_only():
     secret_runs = [r for r in _args(STAGES["builder"], "RUN") if "--mount=type=secret,id=ca_bundle" in r]
     assert len(secret_runs) == 1 and "-r requirements.lock" in secret_runs[0]
     assert "PIP_CERT=/run/secrets/ca_bundle" in secret_runs[0]
-    assert not [r for r in _args(RUNTIME, "RUN") if "--mount" in r]
-    assert not [c for c in _args(RUNTIME, "COPY") if "secret" in c or "ca-certificates" in c]
+    for final in (RUNTIME, STAGES["gpu"]):
+        assert not [r for r in _args(final, "RUN") if "--mount" in r]
+        assert not [c for c in _args(final, "COPY") if "secret" in c or "ca-certificates" in c]
+
+
+# TensorRT inside the Triton image that serves the engines (NVIDIA's frameworks support matrix; not checked
+# here): an engine runs only on the TensorRT version that built it.
+TRITON_TENSORRT = {"25.01": "10.8.0.43"}
+
+
+def test_gpu_target_adds_tensorrt_to_the_same_venv_and_leaves_the_default_target_alone():
+    assert list(STAGES)[-1] == "runtime", "the last stage is what a plain `docker build` produces: the CPU image"
+    gpu, gpu_builder = STAGES["gpu"], STAGES["gpu-builder"]
+    assert "--from=builder /opt/venv /opt/venv" in _args(gpu_builder, "COPY")  # the CPU image's venv, unchanged
+    assert "--from=gpu-builder /opt/venv /opt/venv" in _args(gpu, "COPY")
+    (install,) = [r for r in _args(gpu_builder, "RUN") if "pip install" in r]
+    assert '--extra-index-url "${TENSORRT_INDEX_URL}"' in install  # the builder wheels are on NVIDIA's index only
+    assert '"tensorrt-cu12==${TENSORRT_VERSION}"' in install and "pip check" in install
+    assert _arg_default(gpu_builder, "TENSORRT_INDEX_URL") == "https://pypi.nvidia.com"
+    triton = (ROOT / "manifests" / "overlays" / "gpu" / "triton.yaml").read_text()
+    release = re.search(r"tritonserver:(\d+\.\d+)-py3", triton).group(1)
+    assert _arg_default(gpu_builder, "TENSORRT_VERSION") == TRITON_TENSORRT[release]
+    users = _args(gpu, "USER")
+    assert users and users[-1] == "1000:1000"
+    assert "PATH=/opt/venv/bin:$PATH" in " ".join(_args(gpu, "ENV"))
+    labels = dict(re.findall(r'org\.opencontainers\.image\.(\w+)="([^"]*)"', " ".join(_args(gpu, "LABEL"))))
+    assert set(labels) == OCI_LABELS and labels["version"] == "${VERSION}"
 
 
 def test_oci_labels_carry_the_version_from_a_build_arg():

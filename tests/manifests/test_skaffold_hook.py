@@ -25,9 +25,11 @@ def _run(args: list[str], env: dict[str, str], path_prefix: Path | None = None):
 
 
 def _images_in(pipeline_yaml: Path) -> set[str]:
+    """The images of the CPU steps (optimize_tensorrt runs in the GPU image, which Skaffold does not build)."""
     spec = next(yaml.safe_load_all(pipeline_yaml.read_text()))  # doc 2 is the PlatformSpec
     executors = spec["deploymentSpec"]["executors"]
-    return {e["container"]["image"] for e in executors.values() if "container" in e}
+    return {e["container"]["image"] for name, e in executors.items()
+            if "container" in e and name != "exec-optimize-tensorrt"}
 
 
 def _executable(path: Path, body: str) -> Path:
