@@ -195,7 +195,9 @@ class ChildGame:
             d = sizes[..., kernels.PAIR_PLAYERS]
             expansion = sizes[..., kernels.PAIR_EXPANSION].astype(np.float64)
             walk = (sizes[..., kernels.PAIR_MEMBERS] + sizes[..., kernels.PAIR_LEAVES]).astype(np.float64)
-        exact = expansion * n_margin + np.exp2(d) * (d + 1) * (n_margin + n_out)
+            if not forest.compact:  # each Möbius term then updates every margin
+                expansion = expansion * n_margin
+        exact = expansion + np.exp2(d) * (d + 1) * (n_margin + n_out)
         per_unit = 2 * WALK_OP_COST * (walk + (d + 1) * (n_margin + n_out))
         return d, exact, per_unit
 
