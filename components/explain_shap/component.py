@@ -31,7 +31,7 @@ def explain_shap(
         explain_data: Rows to explain (the test split); at most ``max_rows`` are sampled.
         shap_values: Parquet, one row per (row_id, feature, class): shap_value, base_value, feature_value,
             feature_value_numeric; ``class`` is absent for regression; method ``sampled_tree`` adds
-            shap_standard_error (0 for exactly computed members' share). Metadata: method, reason, outputs,
+            shap_standard_error (each value's standard error; exactly computed members add none). Metadata: method, reason, outputs,
             truncation (which classes the report, summary and metrics leave out; every class is in here).
         metrics: ``importance/<feature>`` (mean |SHAP|), ``base_value/<output>`` (at most 50 classes),
             ``rows_explained``, ``background_rows``, ``max_additivity_error`` (relative to the output's scale,

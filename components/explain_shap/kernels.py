@@ -18,7 +18,9 @@ branching only where ``x`` and ``b`` part ways enumerates every reachable leaf w
   but the probability is not linear in it, so no closed form exists. The kernel builds the margin of every
   coalition of the features that differ for this pair (at most ``max_players``) from the leaves' Möbius
   coefficients, applies the link and sums the Shapley formula over all ``2^d`` coalitions: exact, exponential
-  only in the number of features where ``x`` and ``b`` lead to different decisions.
+  only in the number of features where ``x`` and ``b`` lead to different decisions (``tree_shap_link``). Past
+  that, ``tree_shap_link_sampled`` walks antithetic permutations of the same players over the same leaves
+  (section at the end).
 
 Matching the branch direction bit for bit is what makes the result exact; the split rules below copy those of
 scikit-learn (float32 input, ``x <= t``), XGBoost (float32, ``x < t``, missing → default) and LightGBM (double
