@@ -79,6 +79,7 @@ def tabular_training(
     explain_max_rows: int = 500,
     explain_sample_budget: int = 512,
     explain_time_budget_s: float = 300.0,
+    explain_target_standard_error: float = 0.001,
     refit_ensemble: bool = False,
     model_repository_uri: str = "",
     model_version: int = 0,
@@ -88,6 +89,8 @@ def tabular_training(
     allow_version_skew: bool = False,
     s3_secret_name: str = "kfp-tabular-s3",
     optimize_gpu: bool = False,
+    optimize_precision: str = "fp32",
+    optimize_max_batch_size: int = 1024,
 ):
     """Train, evaluate, explain and (when blessed) export an AutoGluon model for a table.
 
@@ -110,12 +113,14 @@ def tabular_training(
         seed: Seed of the split and the fit.
         thresholds: JSON minimum metrics for blessing, e.g. ``{"accuracy": 0.9}``.
         baseline_metrics: JSON metrics of the model in production; the new one must not be worse.
-        explain_method: ``auto``, ``exact_tree``, ``permutation`` or ``kernel``.
+        explain_method: ``auto``, ``exact_tree``, ``sampled_tree``, ``permutation`` or ``kernel``.
         explain_background_size: Background rows sampled from the train split for SHAP.
         explain_max_rows: Test rows explained.
         explain_sample_budget: Model evaluations per row for the sampling explainers (permutation, kernel).
         explain_time_budget_s: Longest the sampling explainers may take; the step fails early, with the projected
             time, when the rows would not fit.
+        explain_target_standard_error: Standard error the sampled tree explainer stops at (probability scale), when
+            exact enumeration would cost more.
         refit_ensemble: Export a weighted ensemble refitted over exportable models only.
         model_repository_uri: Where to publish the blessed SavedModel as a numbered, checksummed version
             (``s3://bucket/models/<name>`` or a folder); empty: do not publish.
@@ -132,6 +137,8 @@ def tabular_training(
             and optionally ``S3_USE_HTTPS``, ``AWS_REGION``, ``AWS_DEFAULT_REGION``, ``AWS_SESSION_TOKEN``.
         optimize_gpu: After the export, build a TensorRT engine (optimize_tensorrt) on one NVIDIA GPU node
             (accelerator nvidia.com/gpu, toleration of the nvidia.com/gpu taint); needs the GPU image.
+        optimize_precision: ``fp32`` (parity within 1e-5) or ``fp16`` (ModelOpt AutoCast, its own bound).
+        optimize_max_batch_size: Largest batch of the engine's dynamic batch profile.
     """
     ingest = ingest_data(
         source_uri=source_uri,
@@ -179,6 +186,7 @@ def tabular_training(
         max_rows=explain_max_rows,
         sample_budget=explain_sample_budget,
         time_budget_s=explain_time_budget_s,
+        target_standard_error=explain_target_standard_error,
         seed=seed,
     )
     _resources(explain, "2", "8Gi")
@@ -197,7 +205,8 @@ def tabular_training(
 
         with dsl.If(optimize_gpu == True, name="optimize-gpu-requested"):  # noqa: E712 (KFP condition DSL)
             optimize = optimize_tensorrt(savedmodel=export.outputs["savedmodel"],
-                                         test_data=ingest.outputs["test_data"])
+                                         test_data=ingest.outputs["test_data"], precision=optimize_precision,
+                                         max_batch_size=optimize_max_batch_size)
             _resources(optimize, "4", "16Gi")
             optimize.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
             kubernetes.add_toleration(optimize, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")

@@ -95,6 +95,7 @@ def _run_arguments(args: argparse.Namespace) -> dict:
         "explain_max_rows": args.explain_max_rows,
         "explain_sample_budget": args.explain_sample_budget,
         "explain_time_budget_s": args.explain_time_budget,
+        "explain_target_standard_error": args.explain_target_se,
     }
     arguments.update({k: v for k, v in optional.items() if v is not None})
     return arguments
@@ -306,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-rows", type=int, help="refuse a table with fewer labelled rows (default 50)")
     p.add_argument("--validation-fraction", type=float, help="share of rows in the validation split (default 0.15)")
     p.add_argument("--test-fraction", type=float, help="share of rows in the test split (default 0.2)")
-    p.add_argument("--explain-method", choices=["auto", "exact_tree", "permutation", "kernel"],
+    p.add_argument("--explain-method", choices=["auto", "exact_tree", "sampled_tree", "permutation", "kernel"],
                    help="SHAP method (default auto: exact TreeSHAP when the ensemble allows it)")
     p.add_argument("--explain-background-size", type=int, help="background rows for SHAP (default 100)")
     p.add_argument("--explain-max-rows", type=int, help="test rows explained (default 500)")
@@ -314,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model evaluations per row for the sampling explainers (default 512)")
     p.add_argument("--explain-time-budget", type=float,
                    help="seconds the sampling explainers may take before the step fails (default 300)")
+    p.add_argument("--explain-target-se", type=float,
+                   help="standard error the sampled tree explainer stops at, on the probability scale (default 0.001)")
     p.add_argument("--verbose", action="store_true", help="show KFP's full executor logs here, not only in the log file")
     p.set_defaults(func=_cmd_run)
 

@@ -41,8 +41,11 @@ ADVICE: dict[str, tuple[str, str | None]] = {
     "background_size": ("explain_background_size", "--explain-background-size"),
     "sample_budget": ("explain_sample_budget", "--explain-sample-budget"),
     "time_budget_s": ("explain_time_budget_s", "--explain-time-budget"),
+    "target_standard_error": ("explain_target_standard_error", "--explain-target-se"),
     # deploy runs only on a cluster (kfp-tabular submit --param allow_version_skew=true), never in a local run
     "allow_version_skew": ("allow_version_skew", None),
+    # optimize_tensorrt runs only on a GPU node of a cluster (submit --param optimize_precision=fp32)
+    "precision": ("optimize_precision", None),
     "require_conditional_writes": ("require_conditional_writes", "--allow-unconditional-store"),
 }
 # names in messages that are not options of the pipeline, and why
