@@ -44,7 +44,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/explain.py
 	$(BIN)/python benchmarks/local_run.py
 
-## image: build the component image: `docker build` where a Docker engine runs, else `buildah bud` on a local
+## image: build the component (CPU) image, the Dockerfile's runtime target (`--target gpu` is the GPU variant):
+## `docker build` where a Docker engine runs, else `buildah bud` on a local
 ## Debian stand-in for the python:3.11-slim base (no registry is reached here). BASE_IMAGE=<ref> overrides the base
 ## (with LIBGOMP1_VERSION=<its release's pin> when that is not trixie).
 IMAGE_VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
@@ -61,7 +62,7 @@ BUILD_ARGS       = --build-arg VERSION=$(IMAGE_VERSION) $(if $(CA_BUNDLE),--secr
 comma := ,
 image:
 	@if docker info >/dev/null 2>&1; then \
-	    set -x; DOCKER_BUILDKIT=1 docker build $(BUILD_ARGS) \
+	    set -x; DOCKER_BUILDKIT=1 docker build --target runtime $(BUILD_ARGS) \
 	        $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
 	        $(if $(LIBGOMP1_VERSION),--build-arg LIBGOMP1_VERSION=$(LIBGOMP1_VERSION)) -t $(IMAGE) . ; \
 	else \
@@ -70,7 +71,7 @@ image:
 	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap >/dev/null; \
 	    fi; \
 	    $(if $(BASE_IMAGE),,scripts/build-base-image.sh $(LOCAL_BASE);) \
-	    set -x; buildah --storage-driver $(BUILDAH_STORAGE) bud --isolation chroot --layers $(BUILD_ARGS) \
+	    set -x; buildah --storage-driver $(BUILDAH_STORAGE) bud --isolation chroot --layers --target runtime $(BUILD_ARGS) \
 	        $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE),--pull-never --build-arg BASE_IMAGE=$(LOCAL_BASE)) \
 	        --build-arg LIBGOMP1_VERSION='$(or $(LIBGOMP1_VERSION),$(if $(BASE_IMAGE),14.2.*,12.2.*))' -t $(IMAGE) . ; \
 	    buildah --storage-driver $(BUILDAH_STORAGE) images $(IMAGE); \
