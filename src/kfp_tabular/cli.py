@@ -7,6 +7,7 @@ put in the environment: the component decorators read the image when their modul
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -129,19 +130,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(summarize(run))
     print(f"\nFull logs: {log_path}")
     if args.serve:
-        return _serve_one_prediction(run, args.model_repository)
+        return _serve_one_prediction(run, args.model_repository, None if args.verbose else log_path)
     return 0
 
 
-def _serve_one_prediction(run, repository: str) -> int:
-    """Publish happened in the run: serve the repository locally and show one prediction through it."""
+@contextlib.contextmanager
+def _stderr_into(log_path: Path | None):
+    """Send file descriptor 2 (C++ runtime logs included) to the end of ``log_path``; None leaves it alone."""
+    if log_path is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _serve_one_prediction(run, repository: str, log_path: Path | None = None) -> int:
+    """Publish happened in the run: serve the repository locally and show one prediction through it.
+
+    TensorFlow loads here, in this process, and its C++ runtime writes to file descriptor 2 before any log level
+    applies (oneDNN, CPU features, CUDA probing): with ``log_path`` that goes to the run's log file.
+    """
     if "publish-model" not in run.tasks:
         print("\nSERVED: nothing, the model was not blessed and so not published.")
         return 0
     from kfp_tabular.serving.first_request import predict_once, request_rows
 
-    rows = request_rows(run.tasks["ingest-data"].path("test_data"), repository)
-    answer = predict_once(repository, rows)
+    with _stderr_into(log_path):
+        rows = request_rows(run.tasks["ingest-data"].path("test_data"), repository)
+        answer = predict_once(repository, rows)
     print(f"\nSERVED (kfp-tabular serve, the local stand-in for TF Serving): version {answer.version} of {repository}")
     print(f"  POST {answer.url}")
     print(f"  {json.dumps(answer.request)}")

@@ -25,11 +25,11 @@ def cli_run(tmp_path_factory) -> tuple[str, Path]:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     (run_folder,) = output.glob("tabular-training-*/")
-    return result.stdout, run_folder
+    return result.stdout, run_folder, result.stderr
 
 
 def test_every_step_ran_and_left_its_artifacts(cli_run):
-    _, run_folder = cli_run
+    _, run_folder, _ = cli_run
     tasks = collect_task_outputs(run_folder)
     assert {"ingest-data", "train-autogluon", "evaluate-model", "explain-shap", "export-savedmodel"} <= set(tasks)
     for split in ("train_data", "validation_data", "test_data"):
@@ -41,7 +41,7 @@ def test_every_step_ran_and_left_its_artifacts(cli_run):
 
 
 def test_penguins_model_is_accurate_blessed_and_exported_at_parity(cli_run):
-    _, run_folder = cli_run
+    _, run_folder, _ = cli_run
     tasks = collect_task_outputs(run_folder)
     metrics = tasks["evaluate-model"].metadata("metrics")
     assert metrics["accuracy"] > 0.9
@@ -52,7 +52,7 @@ def test_penguins_model_is_accurate_blessed_and_exported_at_parity(cli_run):
 
 
 def test_summary_tells_the_user_what_happened(cli_run):
-    stdout, run_folder = cli_run
+    stdout, run_folder, _ = cli_run
     for heading in ("DATA", "LEADERBOARD", "TEST METRICS", "BLESSED: yes", "EXPORT", "EXPLANATION", "ARTIFACTS"):
         assert heading in stdout, heading
     assert "344 rows" in stdout
@@ -60,7 +60,7 @@ def test_summary_tells_the_user_what_happened(cli_run):
 
 
 def test_the_blessed_model_is_published_and_answers_through_the_local_server(cli_run):
-    stdout, run_folder = cli_run
+    stdout, run_folder, _ = cli_run
     tasks = collect_task_outputs(run_folder)
     published = tasks["publish-model"].metadata("published_model")
     repository = run_folder.parent / "models" / "tabular"
@@ -93,7 +93,7 @@ def test_an_unmet_threshold_stops_the_model_before_export(tmp_path):
 
 
 def test_cli_predict_answers_a_tf_serving_rest_request_with_the_export(cli_run, tmp_path):
-    _, run_folder = cli_run
+    _, run_folder, _ = cli_run
     savedmodel = collect_task_outputs(run_folder)["export-savedmodel"].path("savedmodel")
     rows = tmp_path / "rows.json"
     rows.write_text(json.dumps({"instances": [
@@ -110,3 +110,12 @@ def test_cli_predict_answers_a_tf_serving_rest_request_with_the_export(cli_run, 
     assert [p["label"] for p in predictions] == ["Gentoo", "Adelie"]
     for prediction in predictions:
         assert abs(sum(prediction["probabilities"]) - 1.0) < 1e-5
+
+
+def test_the_served_prediction_is_not_buried_in_tensorflow_runtime_logs(cli_run):
+    # The steps' logs go to the log file; serving the prediction loads TensorFlow in the CLI process itself, whose
+    # C++ runtime logs (oneDNN, CPU features, CUDA probing) must not reach the terminal either.
+    stdout, _, stderr = cli_run
+    assert "SERVED (kfp-tabular serve" in stdout
+    for noise in ("oneDNN custom operations", "cpu_feature_guard", "cuInit", "cudart_stub", "Not handling type"):
+        assert noise not in stdout + stderr, noise
