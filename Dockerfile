@@ -54,42 +54,8 @@ RUN --mount=type=secret,id=ca_bundle \
         "tensorrt-cu12==${TENSORRT_VERSION}" "cuda-python>=12,<13" \
     && pip check
 
-FROM ${BASE_IMAGE} AS gpu
-ARG VERSION=0.1.0
-ARG SOURCE_URL=https://github.com/kfp-tabular/kfp-tabular
-LABEL org.opencontainers.image.title="kfp-tabular-gpu" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.source="${SOURCE_URL}" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.description="kfp-tabular with TensorRT, for optimize_tensorrt on a GPU node"
-ARG LIBGOMP1_VERSION=14.2.*
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends "libgomp1=${LIBGOMP1_VERSION}" \
-    && apt-get clean \
-    && rm -rf /var/lib/apt/lists/*
-RUN groupadd --gid 1000 kfp \
-    && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/kfp --shell /usr/sbin/nologin kfp
-COPY --from=gpu-builder /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    HOME=/home/kfp \
-    NVIDIA_VISIBLE_DEVICES=all \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility
-WORKDIR /home/kfp
-USER 1000:1000
-CMD ["kfp-tabular", "--help"]
-
-# The default target (last stage): the CPU image every other step runs in.
-FROM ${BASE_IMAGE} AS runtime
-ARG VERSION=0.1.0
-ARG SOURCE_URL=https://github.com/kfp-tabular/kfp-tabular
-LABEL org.opencontainers.image.title="kfp-tabular" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.source="${SOURCE_URL}" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.description="Kubeflow Pipelines components: ingest, AutoGluon training, evaluation, SHAP, SavedModel export, TF Serving deploy"
-
+# What both final images share: the OpenMP runtime, the unprivileged user and the environment.
+FROM ${BASE_IMAGE} AS base
 # LightGBM loads OpenMP (libgomp) when it is imported. 14.2.* is Debian 13 (trixie)'s GCC runtime: the pin
 # allows security updates but fails loudly if BASE_IMAGE moves to another Debian release. It is an argument so
 # that another base of a named release can say its own (the local bookworm stand-in built by
@@ -99,17 +65,37 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends "libgomp1=${LIBGOMP1_VERSION}" \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/*
-
 RUN groupadd --gid 1000 kfp \
     && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/kfp --shell /usr/sbin/nologin kfp
-
-COPY --from=builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/home/kfp
 WORKDIR /home/kfp
-USER 1000:1000
-
 # KFP sets the command of every component; running the image by hand shows the CLI.
 CMD ["kfp-tabular", "--help"]
+
+FROM base AS gpu
+ARG VERSION=0.1.0
+ARG SOURCE_URL=https://github.com/kfp-tabular/kfp-tabular
+LABEL org.opencontainers.image.title="kfp-tabular-gpu" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.description="kfp-tabular with TensorRT, for optimize_tensorrt on a GPU node"
+COPY --from=gpu-builder /opt/venv /opt/venv
+ENV NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+USER 1000:1000
+
+# The default target (last stage): the CPU image every other step runs in.
+FROM base AS runtime
+ARG VERSION=0.1.0
+ARG SOURCE_URL=https://github.com/kfp-tabular/kfp-tabular
+LABEL org.opencontainers.image.title="kfp-tabular" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.description="Kubeflow Pipelines components: ingest, AutoGluon training, evaluation, SHAP, SavedModel export, TF Serving deploy"
+COPY --from=builder /opt/venv /opt/venv
+USER 1000:1000

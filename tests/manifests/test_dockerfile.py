@@ -40,11 +40,12 @@ INSTRUCTIONS = _instructions(DOCKERFILE.read_text())
 
 
 def _stages() -> dict[str, list[tuple[str, str]]]:
+    """Each stage's instructions, those of the stage it is built FROM first (``FROM base AS runtime``)."""
     stages: dict[str, list[tuple[str, str]]] = {}
     for op, args in INSTRUCTIONS:
         if op == "FROM":
-            name = re.search(r"\bAS\s+(\S+)", args, re.IGNORECASE).group(1)
-            stages[name] = []
+            parent, name = re.match(r"(\S+)\s+AS\s+(\S+)", args, re.IGNORECASE).groups()
+            stages[name] = list(stages.get(parent, []))
         elif stages:
             stages[name].append((op, args))
     return stages
@@ -84,7 +85,8 @@ def test_base_image_is_a_python_the_package_supports():
     assert f">=3.{minor.group(1)}" in PYPROJECT["project"]["requires-python"]
     assert ":latest" not in base
     froms = [a for o, a in INSTRUCTIONS if o == "FROM"]
-    assert froms == [f"${{BASE_IMAGE}} AS {stage}" for stage in ("builder", "gpu-builder", "gpu", "runtime")]
+    assert froms == ["${BASE_IMAGE} AS builder", "${BASE_IMAGE} AS gpu-builder", "${BASE_IMAGE} AS base",
+                     "base AS gpu", "base AS runtime"]
 
 
 def test_builder_installs_the_lock_then_the_package_without_dependencies():
