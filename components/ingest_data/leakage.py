@@ -23,6 +23,7 @@ from kfp_tabular.components.ingest_data.labels import LabelSummary
 from kfp_tabular.components.ingest_data.profiling import TableProfile
 
 SAMPLE_ROWS = 100_000
+HEAD_ROWS = 2_000  # rows whose distinct values are counted before the whole sample is encoded
 REPRODUCES = 0.99  # share of rows (classification) or |correlation| (regression) that counts as a copy
 MIN_ROWS = 20
 
@@ -77,17 +78,19 @@ def _reproduction(column: pa.ChunkedArray, label: LabelSummary, sample: pa.Table
     rows = int(keep.sum())
     if rows < MIN_ROWS:
         return None
-    encoded = pc.dictionary_encode(column).combine_chunks()
-    x = pc.fill_null(encoded.indices, len(encoded.dictionary)).to_numpy(zero_copy_only=False).astype(np.int64)[keep]
-    values = np.unique(x)
-    distinct = len(values)
-    classes = len(label.classes)
-    if distinct > max(2 * classes, 20) or 2 * distinct > rows:
+    most = max(2 * len(label.classes), 20)
+    # The count of distinct values only grows with rows: a head that already has too many settles it cheaply.
+    if pc.count_distinct(column.slice(0, HEAD_ROWS), mode="all").as_py() > most:
         return None  # too many values: a majority vote per value would fit any label
-    pairs, counts = np.unique(x * (int(y.max()) + 1) + y[keep], return_counts=True)
-    best = np.zeros(distinct, dtype=np.int64)
-    np.maximum.at(best, np.searchsorted(values, pairs // (int(y.max()) + 1)), counts)
-    share = best.sum() / rows
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    values = len(encoded.dictionary) + 1  # codes 0..n-1, and n for a missing value
+    x = pc.fill_null(encoded.indices, values - 1).to_numpy(zero_copy_only=False).astype(np.int64)[keep]
+    distinct = int(np.count_nonzero(np.bincount(x, minlength=values)))
+    if distinct > most or 2 * distinct > rows:
+        return None
+    classes = int(y.max()) + 1
+    joint = np.bincount(x * classes + y[keep], minlength=values * classes).reshape(values, classes)
+    share = joint.max(axis=1).sum() / rows
     return f"its value gives the class of {100 * share:.1f}% of rows" if share >= REPRODUCES else None
 
 
