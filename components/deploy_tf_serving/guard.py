@@ -25,11 +25,10 @@ from pathlib import Path
 
 from kfp_tabular.errors import VersionSkewError
 from kfp_tabular.serving.protowire import (
-    LENGTH_DELIMITED,
     META_GRAPH_META_INFO_DEF,
     SAVED_MODEL_META_GRAPHS,
     GraphOps,
-    fields,
+    messages,
 )
 from kfp_tabular.text import clause
 
@@ -82,15 +81,10 @@ def serving_version(image: str) -> tuple[int, int, int] | None:
 
 def savedmodel_tf_version(saved_model_pb: bytes) -> str | None:
     """``meta_info_def.tensorflow_version`` of the first meta graph that records one, read without TensorFlow."""
-    for number, wire, graph in fields(saved_model_pb):
-        if number != SAVED_MODEL_META_GRAPHS or wire != LENGTH_DELIMITED:
-            continue
-        for inner, inner_wire, info in fields(graph):
-            if inner != META_GRAPH_META_INFO_DEF or inner_wire != LENGTH_DELIMITED:
-                continue
-            for key, key_wire, value in fields(info):
-                if key == META_INFO_TENSORFLOW_VERSION and key_wire == LENGTH_DELIMITED:
-                    return bytes(value).decode("utf-8", "replace")
+    for graph in messages(saved_model_pb, SAVED_MODEL_META_GRAPHS):
+        for info in messages(graph, META_GRAPH_META_INFO_DEF):
+            for value in messages(info, META_INFO_TENSORFLOW_VERSION):
+                return bytes(value).decode("utf-8", "replace")
     return None
 
 

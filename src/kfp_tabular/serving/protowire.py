@@ -91,6 +91,13 @@ def fields(data: bytes | memoryview) -> Iterator[tuple[int, int, int | memoryvie
         yield number, wire, value
 
 
+def messages(data: bytes | memoryview, number: int) -> Iterator[memoryview]:
+    """The length-delimited fields numbered ``number`` (sub-messages, strings) of a message, in order."""
+    for field_number, wire, value in fields(data):
+        if field_number == number and wire == LENGTH_DELIMITED:
+            yield value
+
+
 def _map_keys(entries: list[memoryview]) -> list[tuple[str, memoryview]]:
     """``(key, value)`` of protobuf map entries with string keys and message values."""
     pairs = []
@@ -165,21 +172,16 @@ class GraphOps:
     min_consumer: int = 0
 
 
-def _string(value: int | memoryview) -> str:
-    return bytes(value).decode("utf-8", errors="replace") if isinstance(value, memoryview) else ""
+def _string(value: memoryview) -> str:
+    return bytes(value).decode("utf-8", errors="replace")
 
 
 def _node(data: memoryview, ops: dict[str, set[str]]) -> None:
-    op, attrs = "", set()
-    for number, wire, value in fields(data):
-        if wire != LENGTH_DELIMITED:
-            continue
-        if number == NODE_OP:
-            op = _string(value)
-        elif number == NODE_ATTR:
-            attrs |= {key for key, _ in _map_keys([value])}
+    op = ""
+    for value in messages(data, NODE_OP):  # a repeated singular field: the last one counts
+        op = _string(value)
     if op:
-        ops.setdefault(op, set()).update(attrs)
+        ops.setdefault(op, set()).update(key for key, _ in _map_keys(list(messages(data, NODE_ATTR))))
 
 
 def graph_ops(data: bytes) -> GraphOps:
@@ -193,32 +195,19 @@ def graph_ops(data: bytes) -> GraphOps:
     ops: dict[str, set[str]] = {}
     functions: set[str] = set()
     result = GraphOps()
-    for number, wire, meta_graph in fields(data):
-        if number != SAVED_MODEL_META_GRAPHS or wire != LENGTH_DELIMITED:
-            continue
-        for inner, inner_wire, graph in fields(meta_graph):
-            if inner != META_GRAPH_GRAPH_DEF or inner_wire != LENGTH_DELIMITED:
-                continue
-            for part, part_wire, value in fields(graph):
-                if part_wire != LENGTH_DELIMITED:
-                    continue
-                if part == GRAPH_NODE:
-                    _node(value, ops)
-                elif part == GRAPH_VERSIONS:
-                    for key, key_wire, number_value in fields(value):
-                        if key == VERSIONS_MIN_CONSUMER and key_wire == VARINT:
-                            result.min_consumer = max(result.min_consumer, int(number_value))
-                elif part == GRAPH_LIBRARY:
-                    for entry, entry_wire, function in fields(value):
-                        if entry != LIBRARY_FUNCTION or entry_wire != LENGTH_DELIMITED:
-                            continue
-                        for key, key_wire, item in fields(function):
-                            if key_wire != LENGTH_DELIMITED:
-                                continue
-                            if key == FUNCTION_SIGNATURE:
-                                functions |= {_string(name) for tag, tag_wire, name in fields(item)
-                                              if tag == OP_DEF_NAME and tag_wire == LENGTH_DELIMITED}
-                            elif key == FUNCTION_NODE_DEF:
-                                _node(item, ops)
+    for meta_graph in messages(data, SAVED_MODEL_META_GRAPHS):
+        for graph in messages(meta_graph, META_GRAPH_GRAPH_DEF):
+            for node in messages(graph, GRAPH_NODE):
+                _node(node, ops)
+            for versions in messages(graph, GRAPH_VERSIONS):
+                for key, wire, value in fields(versions):
+                    if key == VERSIONS_MIN_CONSUMER and wire == VARINT:
+                        result.min_consumer = max(result.min_consumer, int(value))
+            for library in messages(graph, GRAPH_LIBRARY):
+                for function in messages(library, LIBRARY_FUNCTION):
+                    for signature in messages(function, FUNCTION_SIGNATURE):
+                        functions.update(_string(name) for name in messages(signature, OP_DEF_NAME))
+                    for node in messages(function, FUNCTION_NODE_DEF):
+                        _node(node, ops)
     result.ops = {op: attrs for op, attrs in ops.items() if op not in functions}
     return result

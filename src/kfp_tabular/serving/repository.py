@@ -497,8 +497,9 @@ def version_file(repository_uri: str, version: int, relpath: str) -> bytes:
     if entry is None:
         raise ModelError(f"{store.where(str(version))}/manifest.json lists no {relpath}")
     data = store.read(f"{version}/{relpath}")
-    if data is None or len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        found = "missing" if data is None else f"{len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]}..."
+    digest = None if data is None else hashlib.sha256(data).hexdigest()
+    if data is None or len(data) != entry["size"] or digest != entry["sha256"]:
+        found = "missing" if data is None else f"{len(data)} bytes, sha256 {digest[:12]}..."
         raise IntegrityError(f"{where} does not match its manifest entry ({entry['size']} bytes, sha256 "
                              f"{entry['sha256'][:12]}...): found {found}. Publish the model again")
     return data
