@@ -274,14 +274,14 @@ def parity_rows(test_path: Path, signature: Any) -> tuple[Any, dict[str, np.ndar
 
 
 def savedmodel_outputs(savedmodel_dir: Path, signature: Any, rows: Any) -> dict[str, np.ndarray]:
-    """The SavedModel's ``serving_default`` outputs on rows (TensorFlow)."""
+    """The SavedModel's ``serving_default`` outputs on rows (TensorFlow, as the export's parity gate calls it)."""
     import tensorflow as tf
 
-    from kfp_tabular.components.export_savedmodel.signature import SIGNATURE_KEY, frame_to_inputs
+    from kfp_tabular.components.export_savedmodel.parity import run_signature
+    from kfp_tabular.components.export_savedmodel.signature import SIGNATURE_KEY
 
     function = tf.saved_model.load(str(savedmodel_dir)).signatures[SIGNATURE_KEY]
-    inputs = {name: tf.constant(value) for name, value in frame_to_inputs(rows, signature).items()}
-    out = {key: value.numpy() for key, value in function(**inputs).items()}
+    out = run_signature(function, signature, rows)
     if "label" in out:
         out["label"] = out["label"].astype(str)
     return out

@@ -29,6 +29,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from kfp_tabular.console import uses_colour
 from kfp_tabular.errors import KfpTabularError
 from kfp_tabular.text import clause
 
@@ -337,7 +338,7 @@ def wait_for_run(run: SubmittedRun, *, timeout_s: float | None = None, poll_s: f
     Returns the final ``V2beta1Run``; raises :class:`SubmitError` after ``timeout_s`` seconds.
     """
     out = out or sys.stdout
-    tty, start, last = out.isatty(), time.monotonic(), None
+    tty, start, last = uses_colour(out), time.monotonic(), None
     while True:
         with _api_errors(run.host, run.namespace, run.credentials):
             state = run.client.get_run(run.run_id)
