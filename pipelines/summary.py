@@ -55,6 +55,19 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _profile_warnings(path: Path) -> list[str]:
+    """The items of the profile's ``Warnings:`` list (label copies, ID-like columns, ...)."""
+    lines = _first_lines(path, 10_000)
+    if "Warnings:" not in lines:
+        return []
+    items = []
+    for line in lines[lines.index("Warnings:") + 1:]:
+        if not line.startswith("- "):
+            break
+        items.append(line[2:])
+    return items
+
+
 def _leaderboard_top(path: Path, rows: int = 3) -> list[str]:
     """The best-model line and the first rows of the leaderboard, as plain text."""
     lines = _first_lines(path, 10_000)
@@ -76,6 +89,9 @@ def summarize(run: LocalRun) -> str:
     if "ingest-data" in tasks:
         headline = _first_lines(tasks["ingest-data"].path("profile"), 2)
         out += ["", "DATA", *(f"  {plain_text(line.lstrip('#- '))}" for line in headline)]
+        warnings = _profile_warnings(tasks["ingest-data"].path("profile"))
+        if warnings:  # the step log goes to a file: what ingest warns about must be read here
+            out += ["", "WARNINGS", *(f"  {plain_text(line)}" for line in warnings)]
     if "train-autogluon" in tasks:
         out += ["", "LEADERBOARD (top 3)"]
         out += [f"  {line}" for line in _leaderboard_top(tasks["train-autogluon"].path("leaderboard"))]

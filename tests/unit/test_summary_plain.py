@@ -76,3 +76,28 @@ def test_summary_of_a_run_has_no_markdown_syntax(tmp_path):
     assert "In short: the model's predictions are driven mostly by bill_length_mm" in text
     # the artifacts keep their Markdown
     assert "| model |" in (run / "train-autogluon" / "leaderboard").read_text()
+
+
+def test_summary_shows_the_ingest_warnings_the_step_log_would_otherwise_hide(tmp_path):
+    # A local run keeps the step logs in a file, so a label copy or an ID column must be named in the summary.
+    run = tmp_path / "tabular-training-1"
+    profile = ("400 rows × 10 columns, 0.0% missing, 0 duplicate rows, label `label` (binary)\n\n"
+               "- Source: `leak.csv` (csv)\n\nWarnings:\n\n"
+               "- `label ` has the label's name `label` up to case, spaces and punctuation: it may be a copy of the "
+               "label; if so, leave it out with drop_columns='[\"label \"]' (kfp-tabular run --drop-columns)\n"
+               "- `id` has a different value in each of the 400 rows: it looks like an ID\n\n"
+               + table(["column", "type"], [["label", "string"]]))
+    _step(run, "ingest-data", {"profile": profile})
+    text = summarize(LocalRun(run, collect_task_outputs(run), started_at=0.0, wall_time_s=1.0))
+    block = text.split("WARNINGS", 1)[1].split("\n\n", 1)[0]
+    assert "label  has the label's name label" in block
+    assert "drop_columns='[\"label \"]' (kfp-tabular run --drop-columns)" in block
+    assert "id has a different value in each of the 400 rows" in block
+    assert not MARKDOWN.search(text)
+
+
+def test_summary_has_no_warnings_block_without_warnings(tmp_path):
+    run = tmp_path / "tabular-training-1"
+    _step(run, "ingest-data", {"profile": "344 rows × 8 columns, label `species`\n\n- Source: `x` (csv)\n"})
+    text = summarize(LocalRun(run, collect_task_outputs(run), started_at=0.0, wall_time_s=1.0))
+    assert "WARNINGS" not in text
