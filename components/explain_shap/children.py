@@ -510,9 +510,15 @@ def _forest_game(child, name, problem_type, n_outputs, group_of, n_features, x, 
 
 
 def _linear_margin(child: Any, frame: pd.DataFrame) -> np.ndarray:
+    """The margin ``x @ coef.T + intercept`` in float64, whatever precision the model itself sums in."""
     encoded = child.preprocess(frame)
     model = child.model
-    margin = model.decision_function(encoded) if hasattr(model, "predict_proba") else model.predict(encoded)
+    if hasattr(model, "coef_"):
+        coef = np.atleast_2d(np.asarray(model.coef_, dtype=np.float64))
+        intercept = np.asarray(getattr(model, "intercept_", 0.0), dtype=np.float64)
+        margin = np.asarray(encoded, dtype=np.float64) @ coef.T + intercept
+    else:
+        margin = model.decision_function(encoded) if hasattr(model, "predict_proba") else model.predict(encoded)
     margin = np.asarray(margin, dtype=np.float64)
     return margin.reshape(len(frame), -1)
 
@@ -543,10 +549,32 @@ def _linear_game(child, name, problem_type, n_outputs, group_of, n_features, x, 
     gap = float(np.max(np.abs(full - h.sum(axis=1)))) if len(both) else 0.0
     if gap > 1e-8 * max(1.0, float(np.max(np.abs(full)))):
         raise ModelError(f"{name}: the linear model's margin is not a sum of per-feature terms (gap {gap:.3g}).")
+    scale = max(1.0, float(np.max(np.abs(full + ref_margin)))) if problem_type == "regression" else 1.0
+    float32_terms = int(np.ceil(float(np.max(_linear_rounding(child, both), initial=0.0)) / scale / FLOAT32_EPS))
     if problem_type == "regression":
         link, columns = kernels.LINK_IDENTITY, np.zeros(1, dtype=np.int64)
     elif problem_type == "binary":
         link, columns = kernels.LINK_SIGMOID, np.zeros(1, dtype=np.int64)
     else:
         link, columns = kernels.LINK_SOFTMAX, np.asarray([int(c) for c in model.classes_], dtype=np.int64)
-    return ChildGame(name, link, columns, n_features, hx=h[: len(x)], hb=h[len(x):], offset=ref_margin)
+    return ChildGame(name, link, columns, n_features, hx=h[: len(x)], hb=h[len(x):], offset=ref_margin,
+                     float32_terms=float32_terms)
+
+
+def _linear_rounding(child: Any, frame: pd.DataFrame) -> np.ndarray:
+    """Per row, how far the model's own margin may be from the float64 one by float32 rounding alone.
+
+    A linear model fitted on float32 columns keeps float32 coefficients, so scikit-learn sums ``c_j x_j`` in
+    float32: the margin is off by at most ``(k + 1) u M`` (``M = sum |c_j x_j| + |intercept|``, ``u = 2^-24``).
+    Zero when the model computes in float64.
+    """
+    model = child.model
+    if not hasattr(model, "coef_"):
+        return np.zeros(len(frame))
+    coef = np.atleast_2d(np.asarray(model.coef_))
+    encoded = np.asarray(child.preprocess(frame))
+    if np.result_type(encoded.dtype, coef.dtype) != np.float32:
+        return np.zeros(len(frame))
+    intercept = np.abs(np.atleast_1d(np.asarray(getattr(model, "intercept_", 0.0), dtype=np.float64)))
+    magnitude = np.abs(encoded.astype(np.float64)) @ np.abs(coef.astype(np.float64)).T + intercept
+    return (coef.shape[1] + 1) * FLOAT32_EPS * magnitude.max(axis=1)
