@@ -3,7 +3,8 @@
 Decided from the source's Arrow types (and, for text, from the values):
 
 * integers, floats, decimals -> ``numeric`` (decimals stored as float64: AutoGluon reads Python ``Decimal``
-  objects as text and LightGBM would see other numbers than the source);
+  objects as text and LightGBM would see other numbers than the source; float16 widened to float32; unsigned
+  integers as int64, uint64 above 2^63 - 1 as float64);
 * booleans -> ``boolean``;
 * timestamps (naive ones are taken as UTC) and dates -> ``datetime``, stored as float64 seconds since
   1970-01-01 UTC: AutoGluon's datetime features cannot be exported, a number can;
@@ -43,6 +44,7 @@ MOSTLY = 0.9
 SAMPLE = 2000  # text values sampled from the first piece to recognise numbers and dates
 EXAMPLES = 5  # stray values quoted in a message
 _NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+INT64_MAX = 2**63 - 1
 _TICKS_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 
 
@@ -219,6 +221,8 @@ class ColumnInspector:
         self.source_schema = kept
         self.schema = flat  # what a piece looks like after dropping and flattening
         self.stray: dict[str, _Stray] | None = None
+        # uint64 columns are stored as int64 when every value fits, else as float64
+        self.uint64_max = {f.name: 0 for f in flat if pa.types.is_uint64(f.type)}
         self._offset = 0
 
     def shape(self, piece: pa.Table) -> pa.Table:
@@ -234,6 +238,9 @@ class ColumnInspector:
         piece = self.shape(raw)
         if self.stray is None:
             self.stray = self._candidates(piece)
+        for name in self.uint64_max:
+            largest = pc.max(piece.column(name)).as_py()
+            self.uint64_max[name] = max(self.uint64_max[name], largest or 0)
         for name, stray in self.stray.items():
             values = piece.column(name)
             present = values.is_valid()
@@ -284,12 +291,13 @@ class ColumnInspector:
             stray = {name: s for name, s in stray.items() if s.count == 0}
         decisions, types = [], []
         for f in self.schema:
+            fits = self.uint64_max.get(f.name, 0) <= INT64_MAX
             if f.name == self.label:
-                decision, stored = _label_decision(f, problem_type, label_is_whole)
+                decision, stored = _label_decision(f, problem_type, label_is_whole, fits)
             elif f.name in stray:
                 decision, stored = _text_decision(f, stray[f.name]), pa.float64()
             else:
-                decision, stored = _typed_decision(f)
+                decision, stored = _typed_decision(f, fits)
             decisions.append(decision)
             types.append(pa.field(f.name, stored))
         return ColumnPlan(self, tuple(decisions), pa.schema(types))
@@ -313,13 +321,29 @@ class ColumnInspector:
         )
 
 
-def _label_decision(f: pa.Field, problem_type: str, whole: bool) -> tuple[ColumnType, pa.DataType]:
+def _widened(t: pa.DataType, fits_int64: bool) -> tuple[pa.DataType, str] | None:
+    """Numbers stored in a wider type, so that AutoGluon and the export read them: (type, note), or None."""
+    if pa.types.is_float16(t):
+        return pa.float32(), "float16 widened to float32 (exact)"
+    if pa.types.is_uint64(t) and not fits_int64:
+        return pa.float64(), "values above 2^63 - 1: stored as float64 (exact up to 2^53, rounded above)"
+    if pa.types.is_unsigned_integer(t):
+        # AutoGluon casts a served value back to the column's dtype; for unsigned types a missing or negative
+        # value then fails the whole request, where a signed column reads it as AutoGluon does at fit
+        return pa.int64(), "unsigned integers stored as int64 (exact)"
+    return None
+
+
+def _label_decision(f: pa.Field, problem_type: str, whole: bool,
+                    fits_int64: bool = True) -> tuple[ColumnType, pa.DataType]:
     source = str(f.type)
     kind = NUMERIC if problem_type == "regression" else CATEGORICAL
     if problem_type != "regression" and whole and (pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)):
         return ColumnType(f.name, kind, source, "int64", "whole-number classes stored as int64"), pa.int64()
     if pa.types.is_decimal(f.type):
         return ColumnType(f.name, kind, source, "double", "decimal to float64"), pa.float64()
+    if widened := _widened(f.type, fits_int64):
+        return ColumnType(f.name, kind, source, str(widened[0]), widened[1]), widened[0]
     return ColumnType(f.name, kind, source, source), f.type
 
 
@@ -333,10 +357,12 @@ def _text_decision(f: pa.Field, stray: _Stray) -> ColumnType:
     return ColumnType(f.name, DATETIME, str(f.type), "double", note)
 
 
-def _typed_decision(f: pa.Field) -> tuple[ColumnType, pa.DataType]:
+def _typed_decision(f: pa.Field, fits_int64: bool = True) -> tuple[ColumnType, pa.DataType]:
     t, source = f.type, str(f.type)
     if pa.types.is_decimal(t):
         return ColumnType(f.name, NUMERIC, source, "double", "decimal to float64"), pa.float64()
+    if widened := _widened(t, fits_int64):
+        return ColumnType(f.name, NUMERIC, source, str(widened[0]), widened[1]), widened[0]
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         return ColumnType(f.name, NUMERIC, source, source), t
     if pa.types.is_boolean(t):
@@ -383,6 +409,8 @@ def _convert(values: pa.ChunkedArray, decision: ColumnType, target: pa.DataType)
         return _to_seconds(values)
     if pa.types.is_decimal(t):
         values = decimal_to_float64(values)
+    if pa.types.is_uint64(t) and pa.types.is_floating(target):  # rounds to the nearest double above 2^53
+        return pc.cast(values, target, safe=False)
     if pa.types.is_floating(values.type) and target == pa.int64():  # whole-number labels: NaN becomes null
         values = pc.if_else(pc.is_nan(values), None, values)
     return pc.cast(values, target)

@@ -115,3 +115,25 @@ def test_boolean_label_evaluates_and_exports(tmp_path: Path) -> None:
     assert chain.evaluation.metrics["accuracy"] > 0.8
     export_model(chain)
     assert chain.export.metrics["label_agreement"] == 1.0
+
+
+def test_half_floats_and_unsigned_integers_export_at_parity(tmp_path: Path) -> None:
+    # float16 failed the export (after training); uint64 failed the parity gate's casts
+    n = 300
+    rng = np.random.default_rng(6)
+    signal = rng.normal(size=n)
+    source = tmp_path / "widths.parquet"
+    pq.write_table(pa.table({
+        "half": pa.array((signal + rng.normal(scale=0.2, size=n)).astype(np.float16)),
+        "u64": pa.array(rng.integers(0, 2**40, n, dtype=np.uint64)),
+        "u64_big": pa.array(rng.integers(2**63, 2**64 - 1, n, dtype=np.uint64)),
+        "u32": pa.array(rng.integers(0, 2**32 - 1, n, dtype=np.uint32)),
+        "u16": pa.array(rng.integers(0, 2**16 - 1, n, dtype=np.uint16)),
+        "y": np.where(signal > 0, "yes", "no"),
+    }), source)
+    chain = ingest_table(source, tmp_path / "run", label="y")
+    train_model(chain, "y", models={"GBM": {"num_boost_round": 30, "min_data_in_leaf": 3}, "LR": {},
+                                    "XGB": {"n_estimators": 20}, "RF": {"n_estimators": 10}})
+    export_model(chain)
+    assert chain.export.metrics["label_agreement"] == 1.0
+    assert chain.export.metrics["parity_max_abs_diff"] <= 1e-6

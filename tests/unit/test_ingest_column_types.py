@@ -282,3 +282,33 @@ def test_the_advised_drop_columns_value_works(tmp_path: Path) -> None:
 
     result, paths = run(source, tmp_path / "fixed", label="label", drop_columns=parse_drop_columns(advised))
     assert result.warnings == () and pq.read_schema(paths["train"]).names == ["x", "label"]
+
+
+def test_narrow_and_unsigned_numbers_are_stored_in_types_the_export_reads(tmp_path: Path) -> None:
+    # float16 columns failed the export after training; uint64 values failed the parity gate's casts
+    n = 90
+    rng = np.random.default_rng(3)
+    small = [int(v) for v in rng.integers(0, 2**40, n, dtype=np.uint64)]
+    huge = [int(v) for v in rng.integers(2**63, 2**64 - 1, n, dtype=np.uint64)]
+    table = pa.table({
+        "half": pa.array(rng.normal(size=n).astype(np.float16)),
+        "counts": pa.array(small, pa.uint64()),
+        "big": pa.array(huge, pa.uint64()),
+        "u32": pa.array(rng.integers(0, 2**32 - 1, n, dtype=np.uint32)),
+        "y": ["a", "b", "c"] * (n // 3),
+    })
+    result, paths = run(write_parquet(table, tmp_path), tmp_path / "out", label="y")
+    stored = pq.read_schema(paths["train"])
+    assert stored.field("half").type == pa.float32()  # float16 widens exactly
+    assert stored.field("counts").type == pa.int64()  # every value fits
+    assert stored.field("big").type == pa.float64()  # values above 2**63-1 do not
+    assert stored.field("u32").type == pa.int64()  # AutoGluon refuses a missing value in an unsigned column
+    rows = every_row(paths)
+    half = table.column("half").to_numpy().astype(np.float32)
+    assert sorted(rows["half"]) == sorted(half.tolist())
+    assert sorted(rows["counts"]) == sorted(small)
+    assert sorted(rows["big"]) == sorted(float(v) for v in huge)
+    assert result.schema.column("big").logical_type == "numeric"
+    profile = paths["profile"].read_text()
+    assert "`half`: halffloat → float" in profile
+    assert "`big`: uint64 → double" in profile and "2^53" in profile

@@ -26,7 +26,7 @@ from kfp_tabular.errors import DataValidationError
 pytestmark = pytest.mark.slow
 
 # Feature kinds; the last two must be refused at ingest.
-FEATURES = ("float", "float_clean", "float_tiny", "int", "constant", "category", "rare_category", "boolean",
+FEATURES = ("float", "float_clean", "float_tiny", "float16", "float32", "int", "unsigned", "constant", "category", "rare_category", "boolean",
             "timestamp", "decimal", "nested", "stray_number", "list")
 REFUSED = {"stray_number", "list"}
 LABELS = ("binary_text", "multiclass_text", "int_classes", "float_classes_with_blanks", "boolean", "regression",
@@ -44,8 +44,14 @@ def _feature(kind: str, n: int, rng: np.random.Generator) -> pa.Array:
             picks = rng.random(n) < 0.15
             values[picks] = rng.choice([5e-324, -5e-324, 1e-310, 1e-36, -1e-40, 2.2250738585072014e-308], picks.sum())
         return pa.array(np.where(missing, np.nan, values) if kind == "float" else values)
+    if kind in ("float16", "float32"):
+        values = (rng.normal(size=n) * rng.choice([1.0, 30.0])).astype(kind)
+        return pa.array(np.where(missing, np.nan, values).astype(kind))
     if kind == "int":
         return pa.array(rng.integers(-5, 20, n))
+    if kind == "unsigned":
+        width = rng.choice([np.uint8, np.uint32, np.uint64])
+        return pa.array(rng.integers(0, 200, n).astype(width))
     if kind == "constant":
         return pa.array(["same"] * n)
     if kind in ("category", "rare_category"):
