@@ -187,7 +187,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             f"--json {args.json} is not UTF-8 JSON ({exc}); write a TF Serving REST body such as "
             '{"instances": [{column: value, ...}]}.'
         ) from None
-    print(json.dumps(predict_rows(Path(args.model), payload), indent=2))
+    # TensorFlow's C++ runtime writes its start-up log (oneDNN, CUDA probing) to fd 2 before any log level applies
+    with _stderr_into(None if args.verbose else Path(os.devnull)):
+        answer = predict_rows(Path(args.model), payload)
+    print(json.dumps(answer, indent=2))
     return 0
 
 
@@ -348,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="SavedModel folder (export_savedmodel output)")
     p.add_argument("--json", required=True, help='file with {"instances": [{column: value, ...}, ...]} or '
                    '{"inputs": {column: [values...]}}; columns by original or by tensor names, not a mix')
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's own start-up log on stderr")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("submit", help="compile and submit a run to Kubeflow Pipelines; prints the run's URL",

@@ -238,8 +238,16 @@ def test_cli_predict_refuses_an_ambiguous_request_without_a_traceback(colliding,
                            "--json", str(bad)], capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
-    last = done.stderr.strip().splitlines()[-1]  # TensorFlow's own start-up log comes first
-    assert last.startswith("kfp-tabular: error: Instance 0 mixes") and "not a mix" in last
+    # TensorFlow's C++ start-up log (oneDNN, CUDA probing) stays out of the way unless --verbose asks for it
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+    assert done.stderr.startswith("kfp-tabular: error: Instance 0 mixes") and "not a mix" in done.stderr
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"instances": _rows(test.head(2))}))
+    command = [sys.executable, "-m", "kfp_tabular.cli", "predict", "--model", str(savedmodel), "--json", str(good)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stderr == "" and len(json.loads(done.stdout)["predictions"]) == 2
+    verbose = subprocess.run([*command, "--verbose"], capture_output=True, text=True, timeout=300)
+    assert verbose.returncode == 0 and verbose.stderr.strip()  # TensorFlow's own log, here
 
 
 def test_cli_predict_reports_unreadable_json_without_a_traceback(colliding, tmp_path: Path, capsys) -> None:
