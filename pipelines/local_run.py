@@ -77,12 +77,18 @@ def run_pipeline_locally(arguments: dict[str, Any], pipeline_root: Path) -> Loca
 
 
 def collect_task_outputs(run_folder: Path) -> dict[str, TaskOutputs]:
-    """Read every step's ``executor_output.json`` under a local run folder, keyed by step name."""
+    """Read every step's ``executor_output.json`` under a local run folder, keyed by step name.
+
+    A step inside a ``ParallelFor`` is keyed once per iteration, as ``name[i]``.
+    """
     tasks: dict[str, TaskOutputs] = {}
     for executor_output in sorted(Path(run_folder).rglob("executor_output.json")):
         folder = executor_output.parent
         document = json.loads(executor_output.read_text(encoding="utf-8"))
-        task = TaskOutputs(name=folder.name, folder=folder, parameters=document.get("parameterValues", {}))
+        name = folder.name
+        if folder.parent.name.startswith("for-loop-"):  # for-loop-N-iteration-i/<task>: one task per iteration
+            name = f"{name}[{folder.parent.name.rsplit('-', 1)[1]}]"
+        task = TaskOutputs(name=name, folder=folder, parameters=document.get("parameterValues", {}))
         for output, listing in document.get("artifacts", {}).items():
             artifact = listing["artifacts"][0]
             task.artifacts[output] = {

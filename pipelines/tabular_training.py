@@ -9,7 +9,12 @@ from kfp import dsl, kubernetes
 from kfp_tabular.components._image import IMAGE
 from kfp_tabular.components.deploy_tf_serving.component import deploy_tf_serving
 from kfp_tabular.components.evaluate_model.component import evaluate_model
-from kfp_tabular.components.explain_shap.component import explain_shap
+from kfp_tabular.components.explain_shap.component import (
+    explain_shap,
+    explain_shap_shard,
+    plan_explain_shards,
+)
+from kfp_tabular.components.explain_shap.shards import MAX_PARALLEL_SHARDS
 from kfp_tabular.components.export_savedmodel.component import export_savedmodel
 from kfp_tabular.components.ingest_data.component import ingest_data
 from kfp_tabular.components.optimize_tensorrt.component import optimize_tensorrt
@@ -80,6 +85,7 @@ def tabular_training(
     explain_sample_budget: int = 512,
     explain_time_budget_s: float = 300.0,
     explain_target_standard_error: float = 0.001,
+    explain_rows_per_shard: int = 2000,
     refit_ensemble: bool = False,
     model_repository_uri: str = "",
     model_version: int = 0,
@@ -121,6 +127,9 @@ def tabular_training(
             time, when the rows would not fit.
         explain_target_standard_error: Standard error the sampled tree explainer stops at (probability scale), when
             exact enumeration would cost more.
+        explain_rows_per_shard: Most rows one explanation pod explains; more rows to explain are cut into shards
+            that run as parallel pods (``dsl.ParallelFor``, at most 16 at once) and are merged by ``explain-shap``.
+            The time budget applies per shard.
         refit_ensemble: Export a weighted ensemble refitted over exportable models only.
         model_repository_uri: Where to publish the blessed SavedModel as a numbered, checksummed version
             (``s3://bucket/models/<name>`` or a folder); empty: do not publish.
@@ -177,21 +186,29 @@ def tabular_training(
     )
     _resources(evaluate, "1", "4Gi")
 
-    explain = explain_shap(
-        model=train.outputs["model"],
-        background_data=ingest.outputs["train_data"],
-        explain_data=ingest.outputs["test_data"],
-        method=explain_method,
-        background_size=explain_background_size,
-        max_rows=explain_max_rows,
-        sample_budget=explain_sample_budget,
-        time_budget_s=explain_time_budget_s,
-        target_standard_error=explain_target_standard_error,
-        seed=seed,
-    )
-    _resources(explain, "2", "8Gi")
-    # The exact SHAP kernels use numba, which would otherwise start one thread per host core, not per CPU limit.
-    explain.set_env_variable("NUMBA_NUM_THREADS", "2")
+    # Explanation: the rows are cut into shards of at most explain_rows_per_shard, one pod each, then merged.
+    plan = plan_explain_shards(explain_data=ingest.outputs["test_data"], max_rows=explain_max_rows,
+                               rows_per_shard=explain_rows_per_shard)
+    _resources(plan, "0.5", "1Gi")
+    with dsl.ParallelFor(plan.output, parallelism=MAX_PARALLEL_SHARDS, name="explain-shards") as shard:
+        part = explain_shap_shard(
+            model=train.outputs["model"],
+            background_data=ingest.outputs["train_data"],
+            explain_data=ingest.outputs["test_data"],
+            shard=shard,
+            method=explain_method,
+            background_size=explain_background_size,
+            max_rows=explain_max_rows,
+            sample_budget=explain_sample_budget,
+            time_budget_s=explain_time_budget_s,
+            target_standard_error=explain_target_standard_error,
+            seed=seed,
+        )
+        _resources(part, "2", "8Gi")
+        # The exact SHAP kernels use numba, which would otherwise start one thread per host core, not per CPU limit.
+        part.set_env_variable("NUMBA_NUM_THREADS", "2")
+    explain = explain_shap(shards=dsl.Collected(part.outputs["explanation"]))
+    _resources(explain, "1", "4Gi")
 
     # The gate reads evaluate_model's return value ("Output"): kfp.local 2.17 resolves only that output name in
     # conditions and silently treats a named output (e.g. NamedTuple "blessed") as False.

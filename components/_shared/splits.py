@@ -28,3 +28,18 @@ def read_split(path: Path, what: str) -> pd.DataFrame:
     if frame.empty:
         raise DataValidationError(f"The {what} {path} has no rows: ingest more data or resize the splits.")
     return frame
+
+
+def split_rows(path: Path, what: str) -> int:
+    """Rows of one split, from its Parquet footer (the data is not read); errors as :func:`read_split`."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataSourceError(f"The {what} {path} does not exist: pass a Parquet split written by ingest_data.")
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception as exc:  # pyarrow raises several unrelated types for a corrupt or non-Parquet file
+        raise DataValidationError(
+            f"Cannot read the {what} {path} as Parquet ({exc}); it should come from ingest_data."
+        ) from exc

@@ -72,7 +72,8 @@ class _Progress:
             raise TimeBudgetError(
                 f"shap's {self.method} explainer would take about {elapsed + eta:.0f} s for {self.total} rows "
                 f"({elapsed / done:.2f} s a row, {done} done in {elapsed:.1f} s), over time_budget_s="
-                f"{self.budget_s:g}. Raise time_budget_s, or lower max_rows, background_size or sample_budget.")
+                f"{self.budget_s:g}. Raise time_budget_s, or lower max_rows, background_size or sample_budget, or cut "
+                f"the rows into more shards with rows_per_shard (each shard has its own budget).")
         if done == self.total:
             LOGGER.info("SHAP (%s): %d/%d rows in %.1f s (%.2f rows/s).", self.method, done, self.total, elapsed,
                         rate)

@@ -257,14 +257,15 @@ class ChildGame:
         per_coalition = 8 * (2 * len(self.offset))
         return int(np.floor(np.log2(LINK_TABLE_BYTES / per_coalition)))
 
-    def estimate(self, mode: str = "exact", target_se: float = DEFAULT_TARGET_SE,
-                 seed: int = 0) -> tuple[np.ndarray, np.ndarray, Decision]:
+    def estimate(self, mode: str = "exact", target_se: float = DEFAULT_TARGET_SE, seed: int = 0,
+                 row_offset: int = 0) -> tuple[np.ndarray, np.ndarray, Decision]:
         """Shapley values ``(rows, features, kernel outputs)``, their variances, and how they were computed.
 
         ``mode``: ``exact`` (enumerate coalitions whatever it costs, within memory), ``sampled`` (antithetic
         permutation sampling until every value's standard error is at most ``target_se``, or ``MAX_UNITS``
         units per pair) or ``auto`` (whichever the estimated cost says is cheaper). Identity-output children
-        are always exact: their interventional TreeSHAP is polynomial.
+        are always exact: their interventional TreeSHAP is polynomial. ``row_offset``: position of the first
+        row among all rows explained (a shard's rows draw the same samples as in one run over all rows).
         """
         if self.link == kernels.LINK_IDENTITY:
             values = self.shapley()
@@ -290,7 +291,7 @@ class ChildGame:
                                                            f"exact: {coalitions}")
         rows = np.arange(len(self.x) if self.forest is not None else len(self.hx))
         units = np.full(len(rows), PILOT_UNITS, dtype=np.int64)
-        values, variances = self._sampled_link(trees, rows, units, _seeds(seed, 0, rows))
+        values, variances = self._sampled_link(trees, rows, units, _seeds(seed, 0, rows + row_offset))
         done = units.copy()
         needed = _units_needed(variances, done, target_se)
         sampled_total = float((needed[:, None] * per_unit).sum())
@@ -304,7 +305,8 @@ class ChildGame:
             todo = np.flatnonzero(more > 0)
             if not len(todo):
                 break
-            extra, part_variances = self._sampled_link(trees, todo, more[todo], _seeds(seed, step, todo))
+            extra, part_variances = self._sampled_link(trees, todo, more[todo],
+                                                      _seeds(seed, step, todo + row_offset))
             old, new = done[todo][:, None, None], more[todo][:, None, None]
             values[todo] = (old * values[todo] + new * extra) / (old + new)
             variances[todo] = (old**2 * variances[todo] + new**2 * part_variances) / (old + new) ** 2
@@ -362,10 +364,10 @@ def apply_link(margin: np.ndarray, link: int) -> np.ndarray:
 
 
 def explain_child(game: ChildGame, native_x: np.ndarray, native_b: np.ndarray, n_outputs: int, mode: str = "exact",
-                  target_se: float = DEFAULT_TARGET_SE, seed: int = 0) -> ChildShapley:
+                  target_se: float = DEFAULT_TARGET_SE, seed: int = 0, row_offset: int = 0) -> ChildShapley:
     """Check the game reproduces the child, then compute its Shapley values in AutoGluon's output columns.
 
-    ``mode``, ``target_se`` and ``seed``: see ``ChildGame.estimate``.
+    ``mode``, ``target_se``, ``seed`` and ``row_offset``: see ``ChildGame.estimate``.
     """
     own_x, own_b = _to_outputs(game, game.outputs("x"), n_outputs), _to_outputs(game, game.outputs("b"), n_outputs)
     rounding = game.float32_terms * FLOAT32_EPS
@@ -378,7 +380,7 @@ def explain_child(game: ChildGame, native_x: np.ndarray, native_b: np.ndarray, n
                 f"{gap:.3g} of the output scale on the {rows} rows (bound {tolerance:.3g}); this model variant is "
                 "not supported exactly. Use method='permutation'."
             )
-    values, variances, decision = game.estimate(mode, target_se, seed)
+    values, variances, decision = game.estimate(mode, target_se, seed, row_offset)
     scale = np.maximum(output_scale(native_x), output_scale(native_b))
     return ChildShapley(values=_to_outputs(game, values, n_outputs), base=own_b.mean(axis=0), predictions=own_x,
                         rounding=rounding * scale, variances=_to_outputs(game, variances, n_outputs),
@@ -476,14 +478,15 @@ def _xgboost_game(child, name, problem_type, group_of, n_features, x, b) -> Chil
     game = ChildGame(name, link, _default_columns(problem_type, forest.n_outputs), n_features, forest=forest,
                      groups=_groups(source, group_of, name), x=_csr_to_dense(sx), b=_csr_to_dense(sb),
                      offset=np.zeros(forest.n_outputs), float32_terms=xgboost_rounds(model) + 1)
-    # The intercept (base_score, in margin space, per class in XGBoost 3) is read off the booster's own margins.
+    # The intercept (base_score, in margin space, per class in XGBoost 3) is read off the booster's own margins
+    # on the background rows: the same for every shard of the explained rows.
     import xgboost
 
     rounds = (0, xgboost_rounds(model))
-    native = model.get_booster().predict(xgboost.DMatrix(sx, missing=np.nan), output_margin=True,
+    native = model.get_booster().predict(xgboost.DMatrix(sb, missing=np.nan), output_margin=True,
                                          iteration_range=rounds)
-    native = np.asarray(native, dtype=np.float64).reshape(len(x), -1)
-    gap = native - forest.margins(game.x)
+    native = np.asarray(native, dtype=np.float64).reshape(len(b), -1)
+    gap = native - forest.margins(game.b)
     game.offset = np.median(gap, axis=0)
     return game
 

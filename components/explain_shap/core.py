@@ -29,6 +29,7 @@ from kfp_tabular.components.explain_shap.explanation import (
     relative_gap,
 )
 from kfp_tabular.components.explain_shap.report import MAX_BEESWARMS, MAX_CLASS_COLUMNS, render_report
+from kfp_tabular.components.explain_shap.shards import Shard, make_info, merge_shards, shard_range
 from kfp_tabular.components.explain_shap.summary import MAX_SUMMARY_BASES, importance, summarize, top_outputs
 from kfp_tabular.errors import ConfigError, ModelError
 from kfp_tabular.text import clause
@@ -126,15 +127,19 @@ def additivity_error(explanation: Explanation, predictions: np.ndarray) -> float
 
 
 def run_method(predictor: Any, background: pd.DataFrame, rows: pd.DataFrame, predictions: np.ndarray,
-               config: ExplainConfig) -> tuple[Explanation, str]:
-    """Explain with the configured method; returns the explanation and why that method was used."""
+               config: ExplainConfig, row_offset: int = 0) -> tuple[Explanation, str]:
+    """Explain with the configured method; returns the explanation and why that method was used.
+
+    ``row_offset``: position of ``rows[0]`` among all rows explained (a shard's), for the per-row sampling seeds.
+    """
     if config.method in TREE_MODES:
         from kfp_tabular.components.explain_shap.exact_tree import explain_exact
 
         try:
             with quiet_libraries():  # numba logs its compiler passes at DEBUG
                 explanation = explain_exact(predictor, background, rows, mode=TREE_MODES[config.method],
-                                            target_se=config.target_standard_error, seed=config.seed)
+                                            target_se=config.target_standard_error, seed=config.seed,
+                                            row_offset=row_offset)
             error = additivity_error(explanation, predictions)
             if not error <= explanation.tolerance:
                 raise ModelError(f"Exact SHAP does not add up to the predictor's output (error {error:.3g} of the "
@@ -248,9 +253,74 @@ def method_text(explanation: Explanation, problem_type: str, reason: str, n_back
             f"rows; base value + SHAP values reproduce the model's output within {error:.1g}{scale}.")
 
 
+def explain_shard(model_dir: Path, background_path: Path, rows_path: Path, config: ExplainConfig, index: int = 0,
+                  count: int = 1) -> Shard:
+    """Explain shard ``index`` of ``count`` of the sampled rows (``shards.shard_range``) against the background.
+
+    Raises: as :func:`explain`.
+    """
+    predictor = load_predictor(Path(model_dir))
+    features = [str(f) for f in predictor.original_features]
+    background = sample(read_rows(Path(background_path), features, "background_data"), config.background_size,
+                        config.seed)
+    rows = sample(read_rows(Path(rows_path), features, "explain_data"), config.max_rows, config.seed)
+    background, rows = align_dtypes(background, rows)
+    start, stop = shard_range(len(rows), index, count)
+    if count > 1:
+        LOGGER.info("Shard %d of %d: sampled rows %d to %d of %d.", index + 1, count, start, stop - 1, len(rows))
+    rows = rows.iloc[start:stop]
+    predictions = model_outputs(predictor, rows)
+    explanation, reason = run_method(predictor, background, rows, predictions, config, row_offset=start)
+    classes = [str(c) for c in getattr(predictor, "class_labels", None) or []]
+    info = make_info(explanation, index, count, start, problem_type=predictor.problem_type, classes=classes,
+                     background_rows=len(background), reason=reason, sample_budget=config.sample_budget,
+                     target_standard_error=float(config.target_standard_error))
+    return Shard(explanation, rows, predictions, info)
+
+
+def write_explanation(shards: list[Shard], values_path: Path, report_path: Path,
+                      summary_path: Path) -> ExplainResult:
+    """Merge the shards of one run and write the SHAP values Parquet, the HTML report and the summary.
+
+    Raises:
+        DataValidationError: the shards are not the complete set of one run.
+        ModelError: the shards used methods that do not combine.
+    """
+    values_path, report_path, summary_path = Path(values_path), Path(report_path), Path(summary_path)
+    with all_or_nothing(values_path, report_path, summary_path):
+        shard = merge_shards(shards)
+        explanation, rows, predictions, info = shard.explanation, shard.rows, shard.predictions, shard.info
+        error = additivity_error(explanation, predictions)
+        LOGGER.info("%s SHAP of %d rows against %d background rows; additivity error %.2g", explanation.method,
+                    len(rows), info.background_rows, error)
+        text = method_text(explanation, info.problem_type, info.reason, info.background_rows, error,
+                           info.sample_budget)
+        summary = summarize(explanation, rows, info.problem_type, info.classes, text)
+        mean_abs = importance(explanation).mean(axis=1)
+        metrics = {f"importance/{f}": float(v) for f, v in zip(explanation.features, mean_abs, strict=True)}
+        metrics.update({f"base_value/{explanation.outputs[k]}": float(explanation.base_values[k])
+                        for k in sorted(top_outputs(explanation, MAX_OUTPUT_METRICS))})
+        metrics.update(rows_explained=float(len(rows)), background_rows=float(info.background_rows),
+                       max_additivity_error=error, additivity_tolerance=float(explanation.tolerance),
+                       exact=float(explanation.exact), shards=float(len(shards)))
+        if explanation.standard_errors is not None:
+            metrics.update(max_standard_error=float(explanation.standard_errors.max(initial=0.0)),
+                           mean_standard_error=float(explanation.standard_errors.mean()) if explanation.values.size
+                           else 0.0, target_standard_error=info.target_standard_error)
+        metrics.update({name: float(value) for name, value in explanation.stats.items()})
+        _write_parquet(values_table(explanation, rows, info.problem_type != "regression"), values_path)
+        write_text_atomic(summary_path, summary)
+        truncation = truncation_note(len(explanation.outputs))
+        write_text_atomic(report_path, render_report(explanation, rows, predictions, info.problem_type, text,
+                                                     truncation))
+    return ExplainResult(method=explanation.method, metrics=metrics, base_values=[float(b) for b in
+                         explanation.base_values], summary_markdown=summary, reason=info.reason,
+                         outputs=list(explanation.outputs), truncation=truncation)
+
+
 def explain(model_dir: Path, background_path: Path, rows_path: Path, config: ExplainConfig, values_path: Path,
             report_path: Path, summary_path: Path) -> ExplainResult:
-    """Explain a saved AutoGluon predictor on sampled rows against a sampled background.
+    """Explain a saved AutoGluon predictor on sampled rows against a sampled background, in one shard.
 
     Args:
         model_dir: Predictor folder from ``train_autogluon``.
@@ -267,42 +337,9 @@ def explain(model_dir: Path, background_path: Path, rows_path: Path, config: Exp
         DataValidationError: an input is not Parquet, empty, or lacks model feature columns.
         ModelError: the model cannot be loaded, or ``exact_tree`` was asked for an unsupported ensemble.
     """
-    values_path, report_path, summary_path = Path(values_path), Path(report_path), Path(summary_path)
-    with all_or_nothing(values_path, report_path, summary_path):
-        predictor = load_predictor(Path(model_dir))
-        features = [str(f) for f in predictor.original_features]
-        background = sample(read_rows(Path(background_path), features, "background_data"), config.background_size,
-                            config.seed)
-        rows = sample(read_rows(Path(rows_path), features, "explain_data"), config.max_rows, config.seed)
-        background, rows = align_dtypes(background, rows)
-        predictions = model_outputs(predictor, rows)
-        explanation, reason = run_method(predictor, background, rows, predictions, config)
-        error = additivity_error(explanation, predictions)
-        LOGGER.info("%s SHAP of %d rows against %d background rows; additivity error %.2g", explanation.method,
-                    len(rows), len(background), error)
-        text = method_text(explanation, predictor.problem_type, reason, len(background), error, config.sample_budget)
-        classes = [str(c) for c in getattr(predictor, "class_labels", None) or []]
-        summary = summarize(explanation, rows, predictor.problem_type, classes, text)
-        mean_abs = importance(explanation).mean(axis=1)
-        metrics = {f"importance/{f}": float(v) for f, v in zip(explanation.features, mean_abs, strict=True)}
-        metrics.update({f"base_value/{explanation.outputs[k]}": float(explanation.base_values[k])
-                        for k in sorted(top_outputs(explanation, MAX_OUTPUT_METRICS))})
-        metrics.update(rows_explained=float(len(rows)), background_rows=float(len(background)),
-                       max_additivity_error=error, additivity_tolerance=float(explanation.tolerance),
-                       exact=float(explanation.exact))
-        if explanation.standard_errors is not None:
-            metrics.update(max_standard_error=float(explanation.standard_errors.max(initial=0.0)),
-                           mean_standard_error=float(explanation.standard_errors.mean()) if explanation.values.size
-                           else 0.0, target_standard_error=float(config.target_standard_error))
-        metrics.update({name: float(value) for name, value in explanation.stats.items()})
-        _write_parquet(values_table(explanation, rows, predictor.problem_type != "regression"), values_path)
-        write_text_atomic(summary_path, summary)
-        truncation = truncation_note(len(explanation.outputs))
-        write_text_atomic(report_path, render_report(explanation, rows, predictions, predictor.problem_type, text,
-                                                     truncation))
-    return ExplainResult(method=explanation.method, metrics=metrics, base_values=[float(b) for b in
-                         explanation.base_values], summary_markdown=summary, reason=reason,
-                         outputs=list(explanation.outputs), truncation=truncation)
+    with all_or_nothing(Path(values_path), Path(report_path), Path(summary_path)):
+        shard = explain_shard(model_dir, background_path, rows_path, config)
+    return write_explanation([shard], values_path, report_path, summary_path)
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:

@@ -69,7 +69,8 @@ def raw_feature_groups(predictor: Any, features: list[str]) -> dict[str, int]:
 
 
 def explain_exact(predictor: Any, background: pd.DataFrame, rows: pd.DataFrame, model: str | None = None,
-                  mode: str = "exact", target_se: float = DEFAULT_TARGET_SE, seed: int = 0) -> Explanation:
+                  mode: str = "exact", target_se: float = DEFAULT_TARGET_SE, seed: int = 0,
+                  row_offset: int = 0) -> Explanation:
     """Interventional SHAP values of ``rows`` against ``background`` (raw frames with the same columns).
 
     Args:
@@ -82,6 +83,8 @@ def explain_exact(predictor: Any, background: pd.DataFrame, rows: pd.DataFrame, 
             Identity-output members (forests, regression, linear regression) are exact in every mode.
         target_se: Standard error each sampled value is driven to, on the output scale (probabilities).
         seed: Seed of the sampling.
+        row_offset: Position of ``rows[0]`` among all rows explained: a shard of the rows draws the same
+            samples, row by row, as one call on all of them.
 
     Raises:
         ModelError: the ensemble is not supported, a child cannot be reproduced exactly, or ``exact`` was asked
@@ -111,7 +114,7 @@ def explain_exact(predictor: Any, background: pd.DataFrame, rows: pd.DataFrame, 
             native_x = native_outputs(child, x, len(outputs))
             native_b = native_outputs(child, b, len(outputs))
             result = explain_child(game, native_x, native_b, len(outputs), mode, target_se,
-                                   seed * 1000 + index * 100 + number)
+                                   seed * 1000 + index * 100 + number, row_offset)
             values += share * result.values
             variances += share**2 * result.variances  # children are sampled independently
             base += share * result.base

@@ -97,6 +97,7 @@ def _run_arguments(args: argparse.Namespace) -> dict:
         "explain_sample_budget": args.explain_sample_budget,
         "explain_time_budget_s": args.explain_time_budget,
         "explain_target_standard_error": args.explain_target_se,
+        "explain_rows_per_shard": args.explain_rows_per_shard,
     }
     arguments.update({k: v for k, v in optional.items() if v is not None})
     return arguments
@@ -344,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds the sampling explainers may take before the step fails (default 300)")
     p.add_argument("--explain-target-se", type=float,
                    help="standard error the sampled tree explainer stops at, on the probability scale (default 0.001)")
+    p.add_argument("--explain-rows-per-shard", type=int,
+                   help="most rows one explanation step explains; more are cut into shards run as parallel steps "
+                   "and merged (default 2000)")
     p.add_argument("--verbose", action="store_true", help="show KFP's full executor logs here, not only in the log file")
     p.set_defaults(func=_cmd_run)
 

@@ -24,7 +24,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _STARTED = re.compile(r"Executing task '([^']+)'")
 _FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _KFP_INDENT = "    "  # kfp.local indents every line of a step's output by four spaces
-_NAME_WIDTH = 18
+_NAME_WIDTH = 22
 _KEPT_LINES = 400  # of the current step's output, enough for a traceback
 _STATES = {"SUCCESS": "done", "FAILURE": "FAILED"}
 _COLOURS = {"done": "\x1b[32m", "FAILED": "\x1b[31m", "running": "\x1b[36m"}
@@ -116,8 +116,13 @@ class StepConsole:
         self.verbose = verbose
         self.colour = uses_colour(terminal)
         self.steps: dict[str, tuple[str, float]] = {}  # step -> (state, seconds), in order of completion
-        self._current: str | None = None
+        self._current: str | None = None  # the step shown as running (the latest started)
+        self._current_task: str | None = None  # its task name
         self._started = 0.0
+        # ParallelFor iterations run side by side under one task name: each start is an instance of its own
+        # ("explain-shap-shard", "explain-shap-shard #2", ...), finished in the order they started
+        self._running: dict[str, deque[tuple[str, float]]] = {}
+        self._instances: dict[str, int] = {}
         self._output: deque[str] = deque(maxlen=_KEPT_LINES)
         self._in_output = False
         self._lock = threading.RLock()
@@ -149,7 +154,7 @@ class StepConsole:
         assert self._saved is not None and self._log is not None
         sys.stdout, sys.stderr = self._saved
         if error is not None and self._current is not None and self._current not in self.steps:
-            self._finish(self._current, "FAILED")
+            self._finish(self._current_task or self._current, "FAILED")
         self._log.close()
 
     # --- results -------------------------------------------------------------------------------------------
@@ -183,19 +188,29 @@ class StepConsole:
             elif self._in_output and self._current is not None:
                 self._output.append(line.removeprefix(_KFP_INDENT))
 
-    def _start(self, step: str) -> None:
-        self._current, self._started = step, time.perf_counter()
+    def _start(self, task: str) -> None:
+        count = self._instances[task] = self._instances.get(task, 0) + 1
+        step = task if count == 1 else f"{task} #{count}"
+        self._current, self._current_task, self._started = step, task, time.perf_counter()
+        self._running.setdefault(task, deque()).append((step, self._started))
         self._output.clear()
         self._in_output = False
         if self.colour and not self.verbose:
             self._show(step, "running", 0.0, final=False)
 
-    def _finish(self, step: str, state: str) -> None:
-        seconds = time.perf_counter() - self._started if step == self._current else 0.0
+    def _finish(self, task: str, state: str) -> None:
+        running = self._running.get(task)
+        if running:
+            step, started = running.popleft()
+            seconds = time.perf_counter() - started
+        else:
+            step, seconds = task, 0.0
         self.steps[step] = (state, seconds)
         self._in_output = False
-        if state != "FAILED":
-            self._current = None
+        if state != "FAILED":  # the clock goes on for an iteration still running beside it, if any
+            left = [(started, name, label) for name, queue in self._running.items() for label, started in queue]
+            _, self._current_task, self._current = max(left) if left else (0.0, None, None)
+            self._started = max(left)[0] if left else self._started
         self._show(step, state, seconds)
 
     def _tick(self) -> None:

@@ -33,6 +33,7 @@ EXPECTED_DEFAULTS = {
     "validation_fraction": 0.15,
     "test_fraction": 0.2,
     "explain_max_rows": 500,
+    "explain_rows_per_shard": 2000,
     "allow_version_skew": False,
 }
 SECRET_WORDS = ("password", "secret_key", "access_key", "token", "credential")
@@ -68,7 +69,7 @@ def test_yaml_loads_back_as_a_reusable_component(compiled):
 
 def test_every_executor_runs_the_single_image_without_installing_packages(documents):
     executors = documents[0]["deploymentSpec"]["executors"]
-    assert len(executors) == 8  # optimize_tensorrt included (GPU stage)
+    assert len(executors) == 10  # optimize_tensorrt included (GPU stage), explain as plan + shard + merge
     for name, executor in executors.items():
         container = executor["container"]
         assert container["image"] == (GPU_IMAGE if name == "exec-optimize-tensorrt" else IMAGE), name
@@ -113,6 +114,31 @@ def test_dag_order_and_blessing_gate(documents):
     assert "evaluate-model-Output" in gate["triggerPolicy"]["condition"]
     branch = documents[0]["components"][gate["componentRef"]["name"]]
     assert "export-savedmodel" in branch["dag"]["tasks"]
+
+
+def test_explanation_fans_out_over_shards_and_merges_them(documents):
+    spec = documents[0]
+    root_tasks = spec["root"]["dag"]["tasks"]
+    name, loop = next((n, t) for n, t in root_tasks.items() if "parameterIterator" in t)
+    # the loop iterates over plan_explain_shards' list, at most 16 pods at once
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--plan-explain-shards-Output"
+    assert loop["iteratorPolicy"]["parallelismLimit"] == 16
+    plan = root_tasks["plan-explain-shards"]
+    assert plan["inputs"]["parameters"]["rows_per_shard"] == {"componentInputParameter": "explain_rows_per_shard"}
+    assert plan["inputs"]["parameters"]["max_rows"] == {"componentInputParameter": "explain_max_rows"}
+    body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    shard = body["explain-shap-shard"]
+    assert shard["inputs"]["parameters"]["shard"]["componentInputParameter"].endswith("-loop-item")
+    # the merge collects every iteration's output
+    merge = root_tasks["explain-shap"]
+    collected = merge["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]
+    assert collected["producerTask"] == name
+    assert collected["outputArtifactKey"] in spec["components"][loop["componentRef"]["name"]]["dag"]["outputs"][
+        "artifacts"]
+    executors = spec["deploymentSpec"]["executors"]
+    env = {e["name"]: e["value"] for e in executors["exec-explain-shap-shard"]["container"]["env"]}
+    assert env["NUMBA_NUM_THREADS"] == "2"
+    assert executors["exec-explain-shap-shard"]["container"]["resources"]["cpuLimit"] == 2
 
 
 def test_publish_runs_only_for_a_blessed_model_and_a_repository(documents):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from kfp_tabular.pipelines.local_run import collect_task_outputs, run_pipeline_locally
@@ -84,12 +85,20 @@ def test_an_unmet_threshold_stops_the_model_before_export(tmp_path):
             "hyperparameters": json.dumps({"GBM": {"num_boost_round": 10}}),
             "thresholds": json.dumps({"accuracy": 1.01}),
             "explain_max_rows": 20,
+            "explain_rows_per_shard": 8,
         },
         tmp_path,
     )
     assert run.blessed is False
     assert "accuracy" in run.blessing_reason
     assert "export-savedmodel" not in run.tasks
+    # kfp.local runs the ParallelFor: 20 rows in shards of at most 8 are three shard steps, merged by explain-shap
+    shards = sorted(name for name in run.tasks if name.startswith("explain-shap-shard"))
+    assert shards == ["explain-shap-shard[0]", "explain-shap-shard[1]", "explain-shap-shard[2]"]
+    assert [run.tasks[name].metadata("explanation")["rows"] for name in shards] == [6, 7, 7]
+    merged = run.tasks["explain-shap"].metadata("metrics")
+    assert merged["rows_explained"] == 20 and merged["shards"] == 3
+    assert len(pd.read_parquet(run.tasks["explain-shap"].path("shap_values"))["row_id"].unique()) == 20
 
 
 def test_cli_predict_answers_a_tf_serving_rest_request_with_the_export(cli_run, tmp_path):

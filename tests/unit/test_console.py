@@ -99,5 +99,43 @@ def test_last_error_reads_a_real_chained_traceback_with_a_multi_line_message():
 
 
 def test_progress_line_aligns_name_state_and_seconds():
-    assert progress_line("ingest-data", "done", 3.4) == "  ingest-data        done         3 s"
-    assert progress_line("train-autogluon", "running", 61.0) == "  train-autogluon    running     61 s"
+    assert progress_line("ingest-data", "done", 3.4) == "  ingest-data            done         3 s"
+    assert progress_line("train-autogluon", "running", 61.0) == "  train-autogluon        running     61 s"
+    # the longest step names of the pipeline keep the columns aligned
+    assert progress_line("explain-shap-shard #3", "done", 2.0) == "  explain-shap-shard #3  done         2 s"
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def shard_list(count: int) -> list:
+    return list(range(count))
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def sleepy_shard(index: int) -> int:
+    import time
+
+    time.sleep(0.5 + index * 0.3)
+    return index
+
+
+@dsl.pipeline(name="console-loop")
+def loop_pipeline(count: int = 3):
+    plan = shard_list(count=count)
+    with dsl.ParallelFor(plan.output) as index:
+        sleepy_shard(index=index)
+
+
+def test_parallel_iterations_get_a_line_each(tmp_path):
+    # kfp.local runs two iterations at once and logs each under the same task name
+    terminal = io.StringIO()
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "runs"),
+               raise_on_error=True)
+    with StepConsole(tmp_path / "run.log", terminal) as console:
+        loop_pipeline(count=3)
+    lines = terminal.getvalue().splitlines()
+    assert [line.rsplit(maxsplit=3)[0].strip() for line in lines] == [
+        "shard-list", "sleepy-shard", "sleepy-shard #2", "sleepy-shard #3"]
+    assert all(line.split()[-3] == "done" for line in lines)
+    seconds = [int(line.split()[-2]) for line in lines[1:]]
+    assert all(s >= 0 for s in seconds) and max(seconds) >= 1  # each from its own start, none lumped at 0
+    assert console.failure() is None

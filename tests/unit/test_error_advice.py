@@ -42,6 +42,7 @@ ADVICE: dict[str, tuple[str, str | None]] = {
     "sample_budget": ("explain_sample_budget", "--explain-sample-budget"),
     "time_budget_s": ("explain_time_budget_s", "--explain-time-budget"),
     "target_standard_error": ("explain_target_standard_error", "--explain-target-se"),
+    "rows_per_shard": ("explain_rows_per_shard", "--explain-rows-per-shard"),
     # deploy runs only on a cluster (kfp-tabular submit --param allow_version_skew=true), never in a local run
     "allow_version_skew": ("allow_version_skew", None),
     # optimize_tensorrt runs only on a GPU node of a cluster (submit --param optimize_precision=fp32)

@@ -61,19 +61,18 @@ def test_progress_is_logged_and_shap_and_numba_stay_out_of_the_log(knn_predictor
 
 
 def test_component_shell_passes_the_budgets_on(knn_predictor, splits, tmp_path):
-    from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model
+    from kfp.dsl import Dataset, Model
 
-    from kfp_tabular.components.explain_shap.component import explain_shap
+    from kfp_tabular.components.explain_shap.component import explain_shap_shard
 
-    artifact = {name: kind(uri=str(tmp_path / name)) for name, kind in
-                [("values", Dataset), ("metrics", Metrics), ("report", HTML), ("summary", Markdown)]}
-    with pytest.raises(TimeBudgetError, match=r"time_budget_s=0\.001"):
-        explain_shap.python_func(
+    shard = Dataset(uri=str(tmp_path / "shard"))
+    with pytest.raises(TimeBudgetError, match=r"time_budget_s=0\.001.*rows_per_shard"):
+        explain_shap_shard.python_func(
             model=Model(uri=str(knn_predictor.path)), background_data=Dataset(uri=str(splits[0])),
-            explain_data=Dataset(uri=str(splits[1])), shap_values=artifact["values"], metrics=artifact["metrics"],
-            report=artifact["report"], summary=artifact["summary"], background_size=5, max_rows=10,
-            sample_budget=16, time_budget_s=0.001,
+            explain_data=Dataset(uri=str(splits[1])), shard={"index": 0, "count": 1}, explanation=shard,
+            background_size=5, max_rows=10, sample_budget=16, time_budget_s=0.001,
         )
+    assert not Path(shard.path).exists()
 
 
 def test_exact_method_keeps_shap_and_numba_out_of_the_log(fit_penguins, splits, caplog, tmp_path):

@@ -114,18 +114,23 @@ def test_config_is_validated(settings):
 def test_component_shell_logs_metrics_and_metadata(fit_penguins, splits, tmp_path):
     from kfp.dsl import HTML, Dataset, Markdown, Metrics, Model
 
-    from kfp_tabular.components.explain_shap.component import explain_shap
+    from kfp_tabular.components.explain_shap.component import explain_shap, explain_shap_shard
 
     predictor = fit_penguins("binary")
     artifact = {name: kind(uri=str(tmp_path / name)) for name, kind in
                 [("values", Dataset), ("metrics", Metrics), ("report", HTML), ("summary", Markdown)]}
-    explain_shap.python_func(
-        model=Model(uri=str(predictor.path)), background_data=Dataset(uri=str(splits[0])),
-        explain_data=Dataset(uri=str(splits[1])), shap_values=artifact["values"], metrics=artifact["metrics"],
-        report=artifact["report"], summary=artifact["summary"], background_size=10, max_rows=5,
-    )
+    shards = [Dataset(uri=str(tmp_path / f"shard{index}")) for index in range(2)]
+    for index, shard in enumerate(shards):
+        explain_shap_shard.python_func(
+            model=Model(uri=str(predictor.path)), background_data=Dataset(uri=str(splits[0])),
+            explain_data=Dataset(uri=str(splits[1])), shard={"index": float(index), "count": 2.0},
+            explanation=shard, background_size=10, max_rows=5)
+    assert [s.metadata["rows"] for s in shards] == [2, 3]
+    explain_shap.python_func(shards=shards[::-1], shap_values=artifact["values"], metrics=artifact["metrics"],
+                             report=artifact["report"], summary=artifact["summary"])
 
     assert artifact["values"].metadata["method"] == "exact_tree"
     assert artifact["values"].metadata["outputs"] == [str(predictor.positive_class)]
     assert artifact["metrics"].metadata["rows_explained"] == 5
+    assert artifact["metrics"].metadata["shards"] == 2
     assert Path(artifact["summary"].path).read_text().startswith("**In short:**")
