@@ -6,8 +6,11 @@ current Python environment, so the same component code that runs in the cluster 
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,10 +73,26 @@ def run_pipeline_locally(arguments: dict[str, Any], pipeline_root: Path) -> Loca
     before = set(pipeline_root.glob(f"{PIPELINE_NAME}-*"))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
     started_at, started = time.time(), time.perf_counter()
-    tabular_training(**arguments)
+    with kfp_local_print_guard():
+        tabular_training(**arguments)
     wall = time.perf_counter() - started
     (folder,) = set(pipeline_root.glob(f"{PIPELINE_NAME}-*")) - before
     return LocalRun(folder=folder, tasks=collect_task_outputs(folder), started_at=started_at, wall_time_s=wall)
+
+
+@contextlib.contextmanager
+def kfp_local_print_guard() -> Iterator[None]:
+    """Put ``builtins.print`` back after a kfp.local run.
+
+    kfp.local (2.17) indents a step's output by replacing ``builtins.print`` for the step and restoring the one it
+    saw; a ``ParallelFor`` runs two steps at once on threads, so one of them can restore the other's indenting
+    print, and every later print of the process is indented.
+    """
+    saved = builtins.print
+    try:
+        yield
+    finally:
+        builtins.print = saved
 
 
 def collect_task_outputs(run_folder: Path) -> dict[str, TaskOutputs]:

@@ -125,6 +125,7 @@ class StepConsole:
         self._instances: dict[str, int] = {}
         self._output: deque[str] = deque(maxlen=_KEPT_LINES)
         self._in_output = False
+        self._indent: str | None = None  # of the current step's output block
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -181,12 +182,17 @@ class StepConsole:
                 self._emit(raw if self.colour else line)
             if "Streamed logs:" in line:
                 self._in_output = True
+                self._indent = None
             elif started := _STARTED.search(line):
                 self._start(started.group(1))
             elif finished := _FINISHED.search(line):
                 self._finish(finished.group(1), _STATES.get(finished.group(2), finished.group(2)))
             elif self._in_output and self._current is not None:
-                self._output.append(line.removeprefix(_KFP_INDENT))
+                if self._indent is None and line.strip():
+                    # kfp.local indents a step's output by four spaces, twice as much after a ParallelFor has
+                    # left its indenting print behind: the block's first line says by how much
+                    self._indent = line[: len(line) - len(line.lstrip(" "))] or _KFP_INDENT
+                self._output.append(line.removeprefix(self._indent or _KFP_INDENT))
 
     def _start(self, task: str) -> None:
         count = self._instances[task] = self._instances.get(task, 0) + 1

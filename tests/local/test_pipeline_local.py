@@ -77,6 +77,9 @@ def test_the_blessed_model_is_published_and_answers_through_the_local_server(cli
 
 
 def test_an_unmet_threshold_stops_the_model_before_export(tmp_path):
+    import builtins
+
+    print_before = builtins.print
     run = run_pipeline_locally(
         {
             "source_uri": "builtin://penguins",
@@ -99,6 +102,9 @@ def test_an_unmet_threshold_stops_the_model_before_export(tmp_path):
     merged = run.tasks["explain-shap"].metadata("metrics")
     assert merged["rows_explained"] == 20 and merged["shards"] == 3
     assert len(pd.read_parquet(run.tasks["explain-shap"].path("shap_values"))["row_id"].unique()) == 20
+    # kfp.local indents a step's output by swapping builtins.print, from two threads at once in a ParallelFor:
+    # a lost swap would indent every later print of this process
+    assert builtins.print is print_before
 
 
 def test_cli_predict_answers_a_tf_serving_rest_request_with_the_export(cli_run, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from kfp import dsl, local
 
 from kfp_tabular.console import ANSI, StepConsole, last_error, progress_line
+from kfp_tabular.pipelines.local_run import kfp_local_print_guard
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
@@ -130,7 +131,7 @@ def test_parallel_iterations_get_a_line_each(tmp_path):
     terminal = io.StringIO()
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "runs"),
                raise_on_error=True)
-    with StepConsole(tmp_path / "run.log", terminal) as console:
+    with StepConsole(tmp_path / "run.log", terminal) as console, kfp_local_print_guard():
         loop_pipeline(count=3)
     lines = terminal.getvalue().splitlines()
     assert [line.rsplit(maxsplit=3)[0].strip() for line in lines] == [
@@ -139,3 +140,22 @@ def test_parallel_iterations_get_a_line_each(tmp_path):
     seconds = [int(line.split()[-2]) for line in lines[1:]]
     assert all(s >= 0 for s in seconds) and max(seconds) >= 1  # each from its own start, none lumped at 0
     assert console.failure() is None
+
+
+def test_the_error_is_found_however_deep_kfp_local_indents_the_output(tmp_path):
+    # after a ParallelFor, kfp.local can leave its indenting print in place: the output is then indented by 8
+    for indent in ("    ", "        "):
+        terminal = io.StringIO()
+        with StepConsole(tmp_path / f"run{len(indent)}.log", terminal) as console:
+            print("10:00:00.000 - INFO - Executing task 'failing-step'")
+            print("10:00:00.001 - INFO - Streamed logs:")
+            print("")
+            for line in ("[KFP Executor 2026-12-02 10:00:00,100 INFO]: Got executor_input:",
+                         "Traceback (most recent call last):", '  File "step.py", line 3, in failing_step',
+                         "    raise DataValidationError('toy.csv: too few rows')",
+                         "kfp_tabular.errors.DataValidationError: toy.csv: too few rows", ""):
+                print(indent + line)
+            print("10:00:01.000 - ERROR - Task 'failing-step' finished with status FAILURE")
+        failure = console.failure()
+        assert failure is not None and failure.step == "failing-step"
+        assert failure.error == "DataValidationError: toy.csv: too few rows"
