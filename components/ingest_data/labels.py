@@ -55,6 +55,8 @@ def analyse_label(label: pa.Array, name: str, requested: str, display: str) -> L
         )
     if pa.types.is_decimal(data_type):
         label, data_type = decimal_to_float64(label), pa.float64()
+    if pa.types.is_float16(data_type):  # stored as float32 (column_types); Arrow cannot hash float16
+        label, data_type = pc.cast(label, pa.float32()), pa.float32()
     valid = label.is_valid().to_numpy(zero_copy_only=False)
     if pa.types.is_floating(data_type):
         values = label.to_numpy(zero_copy_only=False)

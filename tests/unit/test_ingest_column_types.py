@@ -312,3 +312,14 @@ def test_narrow_and_unsigned_numbers_are_stored_in_types_the_export_reads(tmp_pa
     profile = paths["profile"].read_text()
     assert "`half`: halffloat → float" in profile
     assert "`big`: uint64 → double" in profile and "2^53" in profile
+
+
+def test_a_float16_label_is_a_float32_regression(tmp_path: Path) -> None:
+    # the label analysis hashed the raw float16 column: Arrow has no dictionary kernel for it (a raw Arrow error)
+    n = 120
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=n)
+    table = pa.table({"x": x, "y": pa.array((x * 3 + rng.normal(scale=0.1, size=n)).astype(np.float16))})
+    result, paths = run(write_parquet(table, tmp_path), tmp_path / "out", label="y")
+    assert result.problem_type == "regression"
+    assert pq.read_schema(paths["train"]).field("y").type == pa.float32()
