@@ -81,7 +81,7 @@ def explain_shap_shard(
     result = explain_shard(Path(model.path), Path(background_data.path), Path(explain_data.path), config, index,
                            count)
     write_shard(result, Path(explanation.path))
-    explanation.metadata.update({"method": result.info.method, "shard": index, "shards": count,
+    explanation.metadata.update({"method": result.explanation.method, "shard": index, "shards": count,
                                  "rows": len(result.rows)})
 
 

@@ -29,7 +29,7 @@ from kfp_tabular.components.explain_shap.explanation import (
     relative_gap,
 )
 from kfp_tabular.components.explain_shap.report import MAX_BEESWARMS, MAX_CLASS_COLUMNS, render_report
-from kfp_tabular.components.explain_shap.shards import Shard, make_info, merge_shards, shard_range
+from kfp_tabular.components.explain_shap.shards import Shard, ShardInfo, merge_shards, shard_range
 from kfp_tabular.components.explain_shap.summary import MAX_SUMMARY_BASES, importance, summarize, top_outputs
 from kfp_tabular.errors import ConfigError, ModelError
 from kfp_tabular.text import clause
@@ -272,7 +272,7 @@ def explain_shard(model_dir: Path, background_path: Path, rows_path: Path, confi
     predictions = model_outputs(predictor, rows)
     explanation, reason = run_method(predictor, background, rows, predictions, config, row_offset=start)
     classes = [str(c) for c in getattr(predictor, "class_labels", None) or []]
-    info = make_info(explanation, index, count, start, problem_type=predictor.problem_type, classes=classes,
+    info = ShardInfo(index=index, count=count, problem_type=predictor.problem_type, classes=classes,
                      background_rows=len(background), reason=reason, sample_budget=config.sample_budget,
                      target_standard_error=float(config.target_standard_error))
     return Shard(explanation, rows, predictions, info)

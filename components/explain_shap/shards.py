@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,6 @@ from kfp_tabular.components.explain_shap.explanation import Explanation, relativ
 from kfp_tabular.errors import ConfigError, DataValidationError, ModelError
 
 TREE_METHODS = ("exact_tree", "sampled_tree")
-DEFAULT_ROWS_PER_SHARD = 2000
 # Pods the pipeline starts at once for the shards.
 MAX_PARALLEL_SHARDS = 16
 _ARRAYS, _META, _ROWS = "arrays.npz", "shard.json", "rows.parquet"
@@ -45,24 +43,16 @@ def shard_range(rows: int, index: int, count: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """What the merge needs besides the arrays: the shard's place, the model's kind and the settings used."""
+    """What the merge needs besides the explanation: the shard's place, the model's kind and the settings used."""
 
     index: int
     count: int
-    row_offset: int
     problem_type: str
     classes: list[str]
     background_rows: int
     reason: str
     sample_budget: int
     target_standard_error: float
-    method: str
-    exact: bool
-    tolerance: float
-    features: list[str]
-    outputs: list[str]
-    notes: list[str] = field(default_factory=list)
-    stats: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,15 +63,6 @@ class Shard:
     rows: pd.DataFrame
     predictions: np.ndarray
     info: ShardInfo
-
-
-def make_info(explanation: Explanation, index: int, count: int, row_offset: int, **rest: Any) -> ShardInfo:
-    """The shard's description, with the explanation's method, notes and costs."""
-    return ShardInfo(index=index, count=count, row_offset=row_offset, method=explanation.method,
-                     exact=bool(explanation.exact), tolerance=float(explanation.tolerance),
-                     features=list(explanation.features), outputs=list(explanation.outputs),
-                     notes=list(explanation.notes), stats={k: float(v) for k, v in explanation.stats.items()},
-                     **rest)
 
 
 def write_shard(shard: Shard, folder: Path) -> None:
@@ -95,7 +76,12 @@ def write_shard(shard: Shard, folder: Path) -> None:
         if shard.explanation.standard_errors is not None:
             arrays["standard_errors"] = shard.explanation.standard_errors
         np.savez(tmp / _ARRAYS, **arrays)
-        (tmp / _META).write_text(json.dumps(asdict(shard.info), indent=1), encoding="utf-8")
+        e = shard.explanation  # its arrays are in the npz, the rest here
+        description = {"features": list(e.features), "outputs": list(e.outputs), "method": e.method,
+                       "exact": bool(e.exact), "tolerance": float(e.tolerance), "notes": list(e.notes),
+                       "stats": {name: float(value) for name, value in e.stats.items()}}
+        meta = {"shard": asdict(shard.info), "explanation": description}
+        (tmp / _META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
 def read_shard(folder: Path) -> Shard:
@@ -106,17 +92,16 @@ def read_shard(folder: Path) -> Shard:
     """
     folder = Path(folder)
     try:
-        info = ShardInfo(**json.loads((folder / _META).read_text(encoding="utf-8")))
+        meta = json.loads((folder / _META).read_text(encoding="utf-8"))
+        info, description = ShardInfo(**meta["shard"]), meta["explanation"]
         rows = pd.read_parquet(folder / _ROWS)
         with np.load(folder / _ARRAYS) as arrays:
             stored = {name: arrays[name] for name in arrays.files}
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise DataValidationError(f"{folder} is not an explain_shap_shard output ({type(exc).__name__}: {exc}); "
                                   "pass the shards of one run.") from exc
-    explanation = Explanation(values=stored["values"], base_values=stored["base_values"], features=info.features,
-                              outputs=info.outputs, method=info.method, exact=info.exact, tolerance=info.tolerance,
-                              standard_errors=stored.get("standard_errors"), notes=list(info.notes),
-                              stats=dict(info.stats))
+    explanation = Explanation(values=stored["values"], base_values=stored["base_values"],
+                              standard_errors=stored.get("standard_errors"), **description)
     return Shard(explanation, rows, stored["predictions"], info)
 
 
@@ -135,7 +120,8 @@ def merge_shards(shards: list[Shard]) -> Shard:
     if indexes != list(range(first.count)) or any(s.info.count != first.count for s in shards):
         raise DataValidationError(f"Explanation shards {indexes} are not the complete set 0 .. {first.count - 1} of "
                                   "one run; merge the shards of one ParallelFor.")
-    methods = list(dict.fromkeys(s.info.method for s in shards))
+    explanations = [s.explanation for s in shards]
+    methods = list(dict.fromkeys(e.method for e in explanations))
     if len(methods) == 1:
         method = methods[0]
     elif set(methods) <= set(TREE_METHODS):
@@ -145,18 +131,19 @@ def merge_shards(shards: list[Shard]) -> Shard:
             f"The explanation shards used different methods ({', '.join(methods)}): tree SHAP and shap's "
             "explainers do not combine into one explanation. Choose one with explain_method (kfp-tabular run "
             "--explain-method).")
-    same = ("problem_type", "classes", "features", "outputs", "background_rows")
+    same = ("problem_type", "classes", "background_rows")
     for shard in shards[1:]:
         differ = [name for name in same if getattr(shard.info, name) != getattr(first, name)]
+        differ += [name for name in ("features", "outputs")
+                   if getattr(shard.explanation, name) != getattr(explanations[0], name)]
         base_differs = relative_gap(shard.explanation.base_values[None, :],
-                                    shards[0].explanation.base_values[None, :]) > first.tolerance
+                                    explanations[0].base_values[None, :]) > explanations[0].tolerance
         if differ or base_differs:
             raise DataValidationError(
                 f"Explanation shard {shard.info.index} was computed with another "
                 f"{', '.join(differ) or 'background'} than shard 0; merge the shards of one run.")
     if len(shards) == 1:
         return shards[0]
-    explanations = [s.explanation for s in shards]
     errors = None
     if all(e.standard_errors is not None for e in explanations):
         errors = np.concatenate([e.standard_errors for e in explanations])
@@ -166,12 +153,10 @@ def merge_shards(shards: list[Shard]) -> Shard:
             stats[name] = max(stats.get(name, value), value) if name.startswith("max_") else stats.get(name, 0) + value
     merged = Explanation(
         values=np.concatenate([e.values for e in explanations]), base_values=explanations[0].base_values,
-        features=first.features, outputs=first.outputs, method=method, exact=all(e.exact for e in explanations),
+        features=explanations[0].features, outputs=explanations[0].outputs, method=method, exact=all(e.exact for e in explanations),
         tolerance=max(e.tolerance for e in explanations), standard_errors=errors,
         notes=list(dict.fromkeys(note for e in explanations for note in e.notes)), stats=stats)
     reasons = list(dict.fromkeys(s.info.reason for s in shards))
-    info = make_info(merged, 0, 1, 0, problem_type=first.problem_type, classes=first.classes,
-                     background_rows=first.background_rows, reason="; ".join(reasons),
-                     sample_budget=first.sample_budget, target_standard_error=first.target_standard_error)
+    info = replace(first, index=0, count=1, reason="; ".join(reasons))
     rows = pd.concat([s.rows for s in shards])
     return Shard(merged, rows, np.concatenate([s.predictions for s in shards]), info)
