@@ -512,25 +512,34 @@ def _forest_game(child, name, problem_type, n_outputs, group_of, n_features, x, 
                      offset=np.zeros(forest.n_outputs))
 
 
-def _linear_margin(child: Any, frame: pd.DataFrame) -> np.ndarray:
-    """The margin ``x @ coef.T + intercept`` in float64, whatever precision the model itself sums in."""
+def _linear_margins(child: Any, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The margin ``x @ coef.T + intercept`` in float64, and per row how far the model's own one may be from it.
+
+    A linear model fitted on float32 columns keeps float32 coefficients, so scikit-learn sums ``c_j x_j`` in
+    float32: its margin is off by at most ``(k + 1) u M`` (``M = sum |c_j x_j| + |intercept|``, ``u = 2^-24``).
+    The bound is zero when the model computes in float64, or has no coefficients (its own margin is used).
+    """
     encoded = child.preprocess(frame)
     model = child.model
-    if hasattr(model, "coef_"):
-        coef = np.atleast_2d(np.asarray(model.coef_, dtype=np.float64))
-        intercept = np.asarray(getattr(model, "intercept_", 0.0), dtype=np.float64)
-        margin = np.asarray(encoded, dtype=np.float64) @ coef.T + intercept
-    else:
+    if not hasattr(model, "coef_"):
         margin = model.decision_function(encoded) if hasattr(model, "predict_proba") else model.predict(encoded)
-    margin = np.asarray(margin, dtype=np.float64)
-    return margin.reshape(len(frame), -1)
+        return np.asarray(margin, dtype=np.float64).reshape(len(frame), -1), np.zeros(len(frame))
+    coef = np.atleast_2d(np.asarray(model.coef_))
+    intercept = np.asarray(getattr(model, "intercept_", 0.0), dtype=np.float64)
+    values = np.asarray(encoded)
+    margin = values.astype(np.float64) @ coef.astype(np.float64).T + intercept
+    rounding = np.zeros(len(frame))
+    if np.result_type(values.dtype, coef.dtype) == np.float32:
+        magnitude = np.abs(values.astype(np.float64)) @ np.abs(coef.astype(np.float64)).T + np.abs(intercept)
+        rounding = (coef.shape[1] + 1) * FLOAT32_EPS * magnitude.max(axis=1)
+    return margin.reshape(len(frame), -1), rounding
 
 
 def _linear_game(child, name, problem_type, n_outputs, group_of, n_features, x, b) -> ChildGame:
     """A linear model's margin is a sum of one term per raw feature: h_g(v) = m(ref with g := v) - m(ref)."""
     model = child.model
     ref = b.iloc[[0]]
-    ref_margin = _linear_margin(child, ref)[0]
+    ref_margin = _linear_margins(child, ref)[0][0]
     both = pd.concat([x, b], ignore_index=True)
     columns_of: dict[int, list[str]] = {}
     for column in ref.columns:
@@ -545,15 +554,16 @@ def _linear_game(child, name, problem_type, n_outputs, group_of, n_features, x, 
             for column in columns_of[g]:
                 position = hybrid.columns.get_loc(column)
                 hybrid.iloc[block, position] = both[column].to_numpy()
-        margins = _linear_margin(child, hybrid).reshape(len(used), len(both), -1)
+        margins = _linear_margins(child, hybrid)[0].reshape(len(used), len(both), -1)
         for index, g in enumerate(used):
             h[:, g, :] = margins[index] - ref_margin
-    full = _linear_margin(child, both) - ref_margin
+    full, rounding = _linear_margins(child, both)
+    full = full - ref_margin
     gap = float(np.max(np.abs(full - h.sum(axis=1)))) if len(both) else 0.0
     if gap > 1e-8 * max(1.0, float(np.max(np.abs(full)))):
         raise ModelError(f"{name}: the linear model's margin is not a sum of per-feature terms (gap {gap:.3g}).")
     scale = max(1.0, float(np.max(np.abs(full + ref_margin)))) if problem_type == "regression" else 1.0
-    float32_terms = int(np.ceil(float(np.max(_linear_rounding(child, both), initial=0.0)) / scale / FLOAT32_EPS))
+    float32_terms = int(np.ceil(float(np.max(rounding, initial=0.0)) / scale / FLOAT32_EPS))
     if problem_type == "regression":
         link, columns = kernels.LINK_IDENTITY, np.zeros(1, dtype=np.int64)
     elif problem_type == "binary":
@@ -563,21 +573,3 @@ def _linear_game(child, name, problem_type, n_outputs, group_of, n_features, x, 
     return ChildGame(name, link, columns, n_features, hx=h[: len(x)], hb=h[len(x):], offset=ref_margin,
                      float32_terms=float32_terms)
 
-
-def _linear_rounding(child: Any, frame: pd.DataFrame) -> np.ndarray:
-    """Per row, how far the model's own margin may be from the float64 one by float32 rounding alone.
-
-    A linear model fitted on float32 columns keeps float32 coefficients, so scikit-learn sums ``c_j x_j`` in
-    float32: the margin is off by at most ``(k + 1) u M`` (``M = sum |c_j x_j| + |intercept|``, ``u = 2^-24``).
-    Zero when the model computes in float64.
-    """
-    model = child.model
-    if not hasattr(model, "coef_"):
-        return np.zeros(len(frame))
-    coef = np.atleast_2d(np.asarray(model.coef_))
-    encoded = np.asarray(child.preprocess(frame))
-    if np.result_type(encoded.dtype, coef.dtype) != np.float32:
-        return np.zeros(len(frame))
-    intercept = np.abs(np.atleast_1d(np.asarray(getattr(model, "intercept_", 0.0), dtype=np.float64)))
-    magnitude = np.abs(encoded.astype(np.float64)) @ np.abs(coef.astype(np.float64)).T + intercept
-    return (coef.shape[1] + 1) * FLOAT32_EPS * magnitude.max(axis=1)
