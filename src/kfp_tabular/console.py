@@ -215,8 +215,10 @@ class StepConsole:
         self._in_output = False
         if state != "FAILED":  # the clock goes on for an iteration still running beside it, if any
             left = [(started, name, label) for name, queue in self._running.items() for label, started in queue]
-            _, self._current_task, self._current = max(left) if left else (0.0, None, None)
-            self._started = max(left)[0] if left else self._started
+            if left:
+                self._started, self._current_task, self._current = max(left)
+            else:
+                self._current_task = self._current = None
         self._show(step, state, seconds)
 
     def _tick(self) -> None:
