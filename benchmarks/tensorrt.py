@@ -64,9 +64,10 @@ def main(predictor_dir: str, test_path: str, savedmodel_dir: str) -> None:
             saved = _median_ms(lambda tensors=tensors: function(**tensors))
             ort = _median_ms(lambda encoded=encoded: session.run(None, encoded))
             ag = _median_ms(lambda rows=rows: predictor.predict(rows), repeats=5)
-            trt = _median_ms(lambda encoded=encoded: runner(encoded)) if runner else float("nan")
-            print(f"{batch:5d} | {saved:13.3f} | {ort:17.3f} | {ag:12.3f} | {trt:11.3f} | ONNX {saved / ort:.2f}x, "
-                  f"AutoGluon {saved / ag:.2f}x, TensorRT {saved / trt:.2f}x faster")
+            trt = _median_ms(lambda encoded=encoded: runner(encoded)) if runner else None
+            trt_ms, trt_ratio = (f"{trt:11.3f}", f"{saved / trt:.2f}x") if trt else (f"{'-':>11}", "-")
+            print(f"{batch:5d} | {saved:13.3f} | {ort:17.3f} | {ag:12.3f} | {trt_ms} | ONNX {saved / ort:.2f}x, "
+                  f"AutoGluon {saved / ag:.2f}x, TensorRT {trt_ratio} (ratios: times faster than the SavedModel)")
 
 
 if __name__ == "__main__":
