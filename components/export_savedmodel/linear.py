@@ -90,15 +90,15 @@ def _quantile_normal(x: Any, quantiles: np.ndarray, references: np.ndarray) -> A
     value = 0.5 * (_interp(x, quantiles, references) - _interp(-x, -quantiles[::-1], -references[::-1]))
     value = tf.where(upper, tf.ones_like(value), value)
     value = tf.where(lower, tf.zeros_like(value), value)
-    clip_min = float(_ndtri(BOUNDS_THRESHOLD - np.spacing(1)))
-    clip_max = float(_ndtri(1 - (BOUNDS_THRESHOLD - np.spacing(1))))
-    return tf.clip_by_value(normal_quantile(value), clip_min, clip_max)
+    return tf.clip_by_value(normal_quantile(value), *_normal_clip())
 
 
-def _ndtri(q: float) -> float:
+def _normal_clip() -> tuple[float, float]:
+    """scikit-learn's clip of the normal output: the quantiles of ``1e-7 - eps`` and ``1 - (1e-7 - eps)``."""
     from scipy.special import ndtri
 
-    return float(ndtri(q))
+    bound = BOUNDS_THRESHOLD - np.spacing(1)
+    return float(ndtri(bound)), float(ndtri(1 - bound))
 
 
 def _blocks(pipeline: Any, name: str, template: Any, category_counts: dict[str, int]) -> tuple[list[Any], list[int]]:
@@ -229,10 +229,9 @@ def _float32_quantile(value: Any, scaling: _Scaling, quantile: Any) -> Any:
     is the midpoint of its tied references. Each knot becomes ``T_k``, the smallest float32 with ``g(T_k) >= u_k``
     (found in float64), so the segment of every float32 input is exactly scikit-learn's; the offsets
     ``g(x) - u_k`` and ``u_k+1 - g(x)`` come from ``x - T_k`` and ``T_k+1 - x`` and the float64 remainders
-    ``g(T_k) - u_k``. The pinned ends
-    (``g(x) -+ 1e-7`` beyond the end knots) become float32 thresholds the same way. The level ``p`` and its
-    complement ``1 - p`` are interpolated separately, and the normal quantile is taken on the smaller, so the
-    tails keep float32's relative precision.
+    ``g(T_k) - u_k``. The pinned ends (``g(x) -+ 1e-7`` beyond the end knots) become float32 thresholds the same
+    way. The level ``p`` and its complement ``1 - p`` are interpolated separately, and the normal quantile is
+    taken on the smaller, so the tails keep float32's relative precision.
     """
     import tensorflow as tf
 
@@ -273,9 +272,7 @@ def _float32_quantile(value: Any, scaling: _Scaling, quantile: Any) -> Any:
     # (tf2onnx may rewrite a float select as arithmetic, where inf * 0 is NaN).
     tail = normal_quantile(tf.maximum(tf.minimum(p, q), tf.constant(1e-8, tf.float32)))
     z = tail * tf.where(p <= q, tf.ones_like(p), -tf.ones_like(p))
-    clip_min = float(_ndtri(BOUNDS_THRESHOLD - np.spacing(1)))
-    clip_max = float(_ndtri(1 - (BOUNDS_THRESHOLD - np.spacing(1))))
-    return tf.clip_by_value(z, clip_min, clip_max)
+    return tf.clip_by_value(z, *_normal_clip())
 
 
 def _knot_table(quantiles: np.ndarray, references: np.ndarray, scaling: _Scaling, column: int) -> dict[str, Any]:
@@ -306,7 +303,7 @@ def _knot_table(quantiles: np.ndarray, references: np.ndarray, scaling: _Scaling
         "next_left_complement": shifted(1.0 - left),
         "slope": np.nan_to_num(slope, nan=0.0, posinf=0.0, neginf=0.0),
         "mid": mid, "mid_complement": 1.0 - mid,
-        "right": right, "right_complement": 1.0 - right,
+        "right": right,
         # scikit-learn: pinned to 0 where g(x) - 1e-7 < start, to 1 where g(x) + 1e-7 > end (0 wins).
         "lower": _smallest_float32(lambda x: ~(g(x) - BOUNDS_THRESHOLD < start), (1,))[0],
         "upper": _smallest_float32(lambda x: g(x) + BOUNDS_THRESHOLD > end, (1,))[0],
