@@ -501,8 +501,31 @@ def evaluate_trees(table: TreeTable, design: object, groups: int = 4, nan_free: 
         return walk_groups(everything, compact=False)
     # Depth groups and compaction save work on large batches; for a few rows the number of ops dominates, and
     # one group (fewest levels in total) is faster. Both walks share the node constants.
-    return tf.cond(rows <= SMALL_BATCH, lambda: walk_groups(everything, compact=False),
-                   lambda: walk_groups(tree_groups, compact=True))
+    return unlowered_cond(rows <= SMALL_BATCH, lambda: walk_groups(everything, compact=False),
+                          lambda: walk_groups(tree_groups, compact=True))
+
+
+def unlowered_cond(predicate: object, true_fn: object, false_fn: object) -> object:
+    """``tf.cond`` kept as one ``If`` op that runs only the branch taken (TensorFlow ops).
+
+    By default TensorFlow lowers a ``cond`` inside a function to ``Switch`` / ``Merge`` nodes, and the executor
+    then visits every node of the branch not taken as a dead node. Here that branch is the whole other walk
+    (hundreds of ops): marking the ``If`` as not to be lowered (the attribute ``tf.cond`` itself sets) made one
+    row of a GBM + extra-trees model 1.84 -> 1.42 ms (TF 2.21, 2 cores), batches unchanged. tf2onnx converts the
+    ``If`` either way.
+    """
+    import tensorflow as tf
+    from tensorflow.core.framework import attr_value_pb2
+
+    if tf.executing_eagerly():  # eager code runs one branch anyway
+        return tf.cond(predicate, true_fn, false_fn)
+    graph = tf.compat.v1.get_default_graph()
+    before = len(graph.get_operations())
+    result = tf.cond(predicate, true_fn, false_fn)
+    for op in graph.get_operations()[before:]:
+        if op.type in ("If", "StatelessIf"):
+            op._set_attr("_lower_using_switch_merge", attr_value_pb2.AttrValue(b=False))
+    return result
 
 
 def sum_by_output(leaves: object, tree_outputs: list[int] | np.ndarray, n_outputs: int,

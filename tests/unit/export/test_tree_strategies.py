@@ -125,3 +125,27 @@ def test_unknown_strategy_is_refused() -> None:
     table = _random_table(np.random.default_rng(0), n_trees=2, max_depth=2, kind="plain")
     with pytest.raises(ValueError, match="strategy"):
         evaluate_trees(table, tf.constant(np.zeros((1, N_FEATURES))), strategy="dense")
+
+
+def test_traced_walk_keeps_its_batch_size_branch_as_one_unlowered_if() -> None:
+    """In a graph, the few-rows and many-rows walks are one ``If`` that is not lowered to Switch / Merge.
+
+    Lowered, the executor visits every node of the walk not taken as a dead node on every call. Both branches
+    must still route every row like the node rules.
+    """
+    import tensorflow as tf
+
+    from kfp_tabular.components.export_savedmodel.trees import SMALL_BATCH, evaluate_trees
+
+    rng = np.random.default_rng(11)
+    table = _random_table(rng, n_trees=30, max_depth=9, kind="lightgbm")
+    walk = tf.function(lambda design: evaluate_trees(table, design),
+                       input_signature=[tf.TensorSpec([None, N_FEATURES], tf.float64)])
+    graph = walk.get_concrete_function().graph
+    conds = [op for op in graph.get_operations() if op.type in ("If", "StatelessIf")]
+    assert len(conds) == 1
+    assert conds[0].get_attr("_lower_using_switch_merge") is False
+    for rows in (3, SMALL_BATCH + 24):  # one branch each
+        design = _design(rng, rows)
+        expected = np.array([_reference(table, row, nan_free=False) for row in design])
+        np.testing.assert_array_equal(walk(tf.constant(design)).numpy()[:, :, 0], expected, err_msg=f"{rows} rows")
