@@ -20,7 +20,7 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,13 +162,20 @@ def ingest(
                 scan = _scan(reader, config, spill)
                 # Arrow's allocator keeps the parser's scratch memory (more than the table itself): give it back.
                 pa.default_memory_pool().release_unused()
+                # The column inspector may still be looking at the last piece: the labels are analysed and split
+                # meanwhile, and a column error still comes before a split error, as if done in that order.
                 label = analyse_label(scan.label, config.label, config.problem_type, source.display)
                 _check_enough_rows(label, config, source.display)
-                columns = scan.inspector.plan(config.bad_values, label.problem_type, has_whole_classes(label))
+                try:
+                    plan = assign_splits(
+                        label, config.validation_fraction, config.test_fraction, config.seed, source.display
+                    )
+                except DataValidationError as error:
+                    plan, split_error = None, error
+                columns = scan.inspected().plan(config.bad_values, label.problem_type, has_whole_classes(label))
+                if plan is None:
+                    raise split_error
                 schema = TableSchema(config.label, label.problem_type, columns.decisions)
-                plan = assign_splits(
-                    label, config.validation_fraction, config.test_fraction, config.seed, source.display
-                )
                 for name, path in outputs.items():
                     path.parent.mkdir(parents=True, exist_ok=True)
                     staged[name] = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -221,6 +228,13 @@ class _Scan:
     label: pa.Array
     pieces: _Pieces
     inspector: ColumnInspector
+    observing: Future | None = None  # the inspector's look at the last piece, still running
+
+    def inspected(self) -> ColumnInspector:
+        """The inspector once it has seen every piece (re-raises what went wrong while it looked)."""
+        if self.observing is not None:
+            self.observing.result()
+        return self.inspector
 
 
 class _Converted:
@@ -293,23 +307,33 @@ def _scan_once(reader: TableReader, config: IngestConfig, spill: Path) -> _Scan:
     labels: list[pa.Array] = []
     rows = 0
     pieces = _Pieces(schema, None if opened.whole else spill)
+    # The inspector looks at each piece on its own thread, one piece at a time and in order, while the next piece
+    # is read, and at the last one while the caller analyses the labels.
+    observer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-inspect")
+    observing: Future | None = None
     try:
         for piece in opened.pieces:
             if piece.num_rows == 0:
                 continue
             rows += piece.num_rows
             labels += piece.column(label).chunks
-            inspector.observe(piece)
+            if observing is not None:
+                observing.result()
+            observing = observer.submit(inspector.observe, piece)
             pieces.add(piece)
+    except BaseException:
+        observer.shutdown(wait=True, cancel_futures=True)
+        raise
     finally:
         pieces.close()
+        observer.shutdown(wait=False)  # lets the last look finish; _Scan.inspected() waits for it
     if rows == 0:
         raise DataValidationError(
             f"{display}: the table has columns ({', '.join(schema.names[:10])}{', …' if len(schema) > 10 else ''}) "
             "but no data rows; upload the full table"
         )
     label_values = pa.chunked_array(labels, schema.field(label).type).combine_chunks()
-    return _Scan(schema=schema, label=label_values, pieces=pieces, inspector=inspector)
+    return _Scan(schema=schema, label=label_values, pieces=pieces, inspector=inspector, observing=observing)
 
 
 def _first_rows(stored: _Converted, rows: int) -> pa.Table:
