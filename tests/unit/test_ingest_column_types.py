@@ -323,3 +323,16 @@ def test_a_float16_label_is_a_float32_regression(tmp_path: Path) -> None:
     result, paths = run(write_parquet(table, tmp_path), tmp_path / "out", label="y")
     assert result.problem_type == "regression"
     assert pq.read_schema(paths["train"]).field("y").type == pa.float32()
+
+
+def test_a_column_error_comes_before_a_split_error(tmp_path: Path) -> None:
+    # the inspector looks at the last piece while the labels are split: the errors keep their order
+    values = [f"{v:.3f}" for v in np.random.default_rng(2).normal(size=80)]
+    values[70] = "n/a?"
+    lines = ["amount,y"] + [f"{v},class{i}" for i, v in enumerate(values)]  # every class has a single row
+    source = tmp_path / "both.csv"
+    source.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataValidationError, match="`amount` holds numbers in 79 of 80 rows"):
+        run(source, tmp_path / "out", label="y", problem_type="multiclass")
+    with pytest.raises(DataValidationError, match="split would be empty"):
+        run(source, tmp_path / "out", label="y", problem_type="multiclass", bad_values="missing")
