@@ -4,10 +4,12 @@ Tables (seeded; penguins ships with the package): penguins (3 classes), a wide n
 binary), a loan-like table (4,000 rows, categories and missing values, binary) and the same loan table with a
 regression target. Each is fitted with the ``deployable`` preset (AutoGluon's default models of the exportable
 families, one stack level) under a small time limit; the ensemble AutoGluon picks is exported with its parity
-gate. AutoGluon (persisted) is timed on its native input (DataFrames), the SavedModel in process through the
-``serving_default`` signature on tensors built from column arrays, as TF Serving hands them over. Both sides
-are timed in the same run, interleaved round by round: single-row p50 and batch-1024 throughput; the headline
-is the WORST table. Goals (issue 10): single row >= 20x AutoGluon and <= 1 ms p50; batch 1024 >= 5x.
+gate. AutoGluon (persisted) is timed on its native input (DataFrames), the SavedModel in process two ways:
+``savedmodel``, the ``serving_default`` signature of ``tf.saved_model.load`` called eagerly on tensors built from
+column arrays (Python builds one tensor per column on every call), and ``tf-session``, the same signature in a
+graph-mode ``Session`` fed the column arrays, which is how TF Serving runs a SavedModel (without its RPC). All
+sides are timed in the same run, interleaved round by round: single-row p50 and batch-1024 throughput; the
+headline is the WORST table. Goals (issue 10): single row >= 20x AutoGluon and <= 1 ms p50; batch 1024 >= 5x.
 
 ``--per-member`` also times each member of the ensemble alone (AutoGluon ``predict_proba(model=...)`` vs the
 member's own graph, features included). ``--work DIR`` keeps the fitted predictors and exports; a SavedModel
@@ -171,6 +173,27 @@ def serving_call(path: Path) -> tuple[Callable[[dict], Any], Any]:
     return call, signature
 
 
+def session_call(path: Path) -> Callable[[dict], Any]:
+    """The ``serving_default`` signature in a graph-mode ``Session`` (TF Serving's way), fed numpy column arrays."""
+    import tensorflow as tf
+
+    from kfp_tabular.components.export_savedmodel.signature import read_signature
+
+    signature = read_signature(path)
+    graph = tf.Graph()
+    with graph.as_default():
+        session = tf.compat.v1.Session(graph=graph)
+        meta = tf.compat.v1.saved_model.loader.load(session, [tf.saved_model.SERVING], str(path))
+    definition = meta.signature_def["serving_default"]
+    fetch = definition.outputs["prediction" if signature.problem_type == "regression" else "probabilities"].name
+    feeds = {key: tensor.name for key, tensor in definition.inputs.items()}
+
+    def call(arrays: dict) -> Any:
+        return session.run(fetch, {feeds[k]: v for k, v in arrays.items()})
+
+    return call
+
+
 def member_calls(predictor: Any, features: pd.DataFrame, signature: Any) -> dict[str, tuple[str, Callable, Callable]]:
     """Per ensemble member: family, AutoGluon's own call, and a graph of the member alone (features included)."""
     import tensorflow as tf
@@ -228,9 +251,10 @@ def run_table(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
     batch = pd.concat([features] * (BATCH // len(features) + 1), ignore_index=True).iloc[:BATCH]
     frames = [features.iloc[[i % len(features)]] for i in range(args.single)]
     arrays = [frame_to_inputs(row, signature) for row in frames]
-    calls: dict[str, Callable] = {"autogluon": ag_call, "savedmodel": call}
-    rows: dict[str, list] = {"autogluon": frames, "savedmodel": arrays}
-    batches: dict[str, Any] = {"autogluon": batch, "savedmodel": frame_to_inputs(batch, signature)}
+    calls: dict[str, Callable] = {"autogluon": ag_call, "savedmodel": call, "tf-session": session_call(current)}
+    rows: dict[str, list] = {"autogluon": frames, "savedmodel": arrays, "tf-session": arrays}
+    batch_arrays = frame_to_inputs(batch, signature)
+    batches: dict[str, Any] = {"autogluon": batch, "savedmodel": batch_arrays, "tf-session": batch_arrays}
     if args.compare_with and (folder / f"savedmodel-{args.compare_with}").exists():
         other, _ = serving_call(folder / f"savedmodel-{args.compare_with}")
         calls[args.compare_with] = other
