@@ -12,7 +12,8 @@ sides are timed in the same run, interleaved round by round: single-row p50 and 
 headline is the WORST table. Goals (issue 10): single row >= 20x AutoGluon and <= 1 ms p50; batch 1024 >= 5x.
 
 ``--per-member`` also times each member of the ensemble alone (AutoGluon ``predict_proba(model=...)`` vs the
-member's own graph, features included). ``--work DIR`` keeps the fitted predictors and exports; a SavedModel
+member's own graph, features included); ``--per-family`` does the same for every base model fitted, whether
+the ensemble kept it or not (LightGBM, XGBoost, random forest, extra trees, linear). ``--work DIR`` keeps the fitted predictors and exports; a SavedModel
 exported by another version of the code under ``DIR/<table>/savedmodel-<NAME>`` (``--save-as NAME``) is timed
 next to the current one with ``--compare-with NAME`` (before/after in one run).
 
@@ -194,8 +195,13 @@ def session_call(path: Path) -> Callable[[dict], Any]:
     return call
 
 
-def member_calls(predictor: Any, features: pd.DataFrame, signature: Any) -> dict[str, tuple[str, Callable, Callable]]:
-    """Per ensemble member: family, AutoGluon's own call, and a graph of the member alone (features included)."""
+def member_calls(predictor: Any, features: pd.DataFrame, signature: Any,
+                 every_model: bool = False) -> dict[str, tuple[str, Callable, Callable]]:
+    """Per ensemble member: family, AutoGluon's own call, and a graph of the member alone (features included).
+
+    ``every_model``: every base model the predictor fitted (one per family and variant), not only the members of
+    the ensemble it picked.
+    """
     import tensorflow as tf
 
     from kfp_tabular.components._shared.ensemble import describe_ensemble
@@ -207,9 +213,14 @@ def member_calls(predictor: Any, features: pd.DataFrame, signature: Any) -> dict
     )
     from kfp_tabular.components.export_savedmodel.graph import canonicalize_inputs, member_output
 
-    structure = describe_ensemble(predictor, predictor.model_best)
     plan = build_feature_plan(predictor, features)
-    members = compile_members(structure, plan, predictor.transform_features(features.head(1)))
+    head = predictor.transform_features(features.head(1))
+    if every_model:
+        models = [name for name in predictor.model_names() if not name.startswith("WeightedEnsemble")]
+        members = [member for model in models
+                   for member in compile_members(describe_ensemble(predictor, model), plan, head)]
+    else:
+        members = compile_members(describe_ensemble(predictor, predictor.model_best), plan, head)
     specs = [tf.TensorSpec([None], tf.float64 if c.dtype == "float64" else tf.string, name=c.name)
              for c in signature.inputs]
     names = [c.name for c in signature.inputs]
@@ -264,8 +275,8 @@ def run_table(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
 
     structure = [f"{m.name} ({m.family}, w={m.weight:.2f})" for m in describe_ensemble(predictor).members]
     result = {"table": name, "members": structure, "timings": timings, "per_member": {}}
-    if args.per_member:
-        for member, (family, theirs, ours) in member_calls(predictor, features, signature).items():
+    if args.per_member or args.per_family:
+        for member, (family, theirs, ours) in member_calls(predictor, features, signature, args.per_family).items():
             timed = interleaved({"autogluon": theirs, "savedmodel": ours},
                                 {"autogluon": frames, "savedmodel": arrays},
                                 {"autogluon": batch, "savedmodel": batches["savedmodel"]},
@@ -319,6 +330,8 @@ def main() -> int:
     parser.add_argument("--save-as", default=None, help="name of this code's export folder (savedmodel-NAME)")
     parser.add_argument("--compare-with", default=None, help="also time DIR/<table>/savedmodel-NAME")
     parser.add_argument("--per-member", action="store_true", help="also time each ensemble member alone")
+    parser.add_argument("--per-family", action="store_true",
+                        help="also time every base model fitted (every family), each alone")
     args = parser.parse_args()
     args.time_limit = args.time_limit or (40 if args.quick else 120)
     args.single = args.single or (100 if args.quick else 300)

@@ -35,7 +35,13 @@ the same routing by construction (``tests/unit/export/test_tree_strategies.py`` 
 Tried and dropped (2 shared cores, TF 2.21): deciding every node at once ([rows, nodes], one vectorized compare)
 and hopping one gather per level, the dense formulation. At one row it was slower for a 10,919-node LightGBM
 (1.84 vs 1.15 ms) and no better for a 2,471-node one (0.58 vs 0.62 ms): each of its ops touches every node. At
-batch 1024 it decides rows x nodes cells, many times the (row, tree, level) steps a walk takes.
+batch 1024 it decides rows x nodes cells, many times the (row, tree, level) steps a walk takes. Tried again in a
+graph-mode Session (TF Serving's runtime) with the decisions turned into one [rows, nodes] successor table, so
+that each level is a single gather: still slower for one row of the 11,610-node LightGBM (1.35 vs 1.15 ms).
+Also dropped: two levels per step (decide at a node and at both its children at once, then one grandchild
+lookup) ran 606 instead of 712 graph nodes for a GBM + extra-trees model but was 15 % slower (1.18 vs 1.00 ms):
+ops on [rows, trees, 3] cost more than the ops they replace. TensorFlow's single-threaded executor was slower too
+(1.41 vs 1.18 ms).
 
 Leaves hold either a vector of ``n_outputs`` values (scikit-learn classifier forests: class fractions) or one
 value (``scalar_leaves``: boosters, whose multiclass trees each add to one class). A K-class booster with
