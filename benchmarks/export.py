@@ -13,9 +13,10 @@ headline is the WORST table. Goals (issue 10): single row >= 20x AutoGluon and <
 
 ``--per-member`` also times each member of the ensemble alone (AutoGluon ``predict_proba(model=...)`` vs the
 member's own graph, features included); ``--per-family`` does the same for every base model fitted, whether
-the ensemble kept it or not (LightGBM, XGBoost, random forest, extra trees, linear). ``--work DIR`` keeps the fitted predictors and exports; a SavedModel
-exported by another version of the code under ``DIR/<table>/savedmodel-<NAME>`` (``--save-as NAME``) is timed
-next to the current one with ``--compare-with NAME`` (before/after in one run).
+the ensemble kept it or not (LightGBM, XGBoost, random forest, extra trees, linear). ``--work DIR`` keeps the
+fitted predictors and exports; a SavedModel exported by another version of the code under
+``DIR/<table>/savedmodel-<NAME>`` (``--save-as NAME``) is timed next to the current one with ``--compare-with NAME``
+(before/after in one run).
 
     .venv/bin/python benchmarks/export.py [--quick] [--work DIR] [--per-member] [--save-as NAME]
                                           [--compare-with NAME] [--tables penguins,wide,loan,loan-regression]
@@ -166,7 +167,7 @@ def serving_call(path: Path) -> tuple[Callable[[dict], Any], Any]:
     signature = read_signature(path)
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     dtypes = {c.name: tf.float64 if c.dtype == "float64" else tf.string for c in signature.inputs}
-    key = "prediction" if signature.problem_type == "regression" else "probabilities"
+    key = output_key(signature)
 
     def call(arrays: dict) -> Any:
         return serve(**{k: tf.constant(v, dtype=dtypes[k]) for k, v in arrays.items()})[key].numpy()
@@ -174,19 +175,21 @@ def serving_call(path: Path) -> tuple[Callable[[dict], Any], Any]:
     return call, signature
 
 
-def session_call(path: Path) -> Callable[[dict], Any]:
+def output_key(signature: Any) -> str:
+    """The signature output both sides are compared on."""
+    return "prediction" if signature.problem_type == "regression" else "probabilities"
+
+
+def session_call(path: Path, signature: Any) -> Callable[[dict], Any]:
     """The ``serving_default`` signature in a graph-mode ``Session`` (TF Serving's way), fed numpy column arrays."""
     import tensorflow as tf
 
-    from kfp_tabular.components.export_savedmodel.signature import read_signature
-
-    signature = read_signature(path)
     graph = tf.Graph()
     with graph.as_default():
         session = tf.compat.v1.Session(graph=graph)
         meta = tf.compat.v1.saved_model.loader.load(session, [tf.saved_model.SERVING], str(path))
     definition = meta.signature_def["serving_default"]
-    fetch = definition.outputs["prediction" if signature.problem_type == "regression" else "probabilities"].name
+    fetch = definition.outputs[output_key(signature)].name
     feeds = {key: tensor.name for key, tensor in definition.inputs.items()}
 
     def call(arrays: dict) -> Any:
@@ -262,7 +265,8 @@ def run_table(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
     batch = pd.concat([features] * (BATCH // len(features) + 1), ignore_index=True).iloc[:BATCH]
     frames = [features.iloc[[i % len(features)]] for i in range(args.single)]
     arrays = [frame_to_inputs(row, signature) for row in frames]
-    calls: dict[str, Callable] = {"autogluon": ag_call, "savedmodel": call, "tf-session": session_call(current)}
+    calls: dict[str, Callable] = {"autogluon": ag_call, "savedmodel": call,
+                                  "tf-session": session_call(current, signature)}
     rows: dict[str, list] = {"autogluon": frames, "savedmodel": arrays, "tf-session": arrays}
     batch_arrays = frame_to_inputs(batch, signature)
     batches: dict[str, Any] = {"autogluon": batch, "savedmodel": batch_arrays, "tf-session": batch_arrays}

@@ -166,14 +166,15 @@ def ingest(
                 # meanwhile, and a column error still comes before a split error, as if done in that order.
                 label = analyse_label(scan.label, config.label, config.problem_type, source.display)
                 _check_enough_rows(label, config, source.display)
+                split_error = None
                 try:
                     plan = assign_splits(
                         label, config.validation_fraction, config.test_fraction, config.seed, source.display
                     )
                 except DataValidationError as error:
-                    plan, split_error = None, error
+                    split_error = error
                 columns = scan.inspected().plan(config.bad_values, label.problem_type, has_whole_classes(label))
-                if plan is None:
+                if split_error is not None:
                     raise split_error
                 schema = TableSchema(config.label, label.problem_type, columns.decisions)
                 for name, path in outputs.items():
